@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import warnings
 
+from typing import Any
+
 import numpy as np
-from scipy.stats import qmc
 
 from twiddle._errors import InvalidSpaceError
 from twiddle._samplers._base import History, Sampler
@@ -86,11 +87,13 @@ class SobolSampler(Sampler):
     name = "sobol"
 
     def __init__(self) -> None:
-        self._engine: tuple[int, int, qmc.Sobol] | None = None
+        self._engine: tuple[int, int, Any] | None = None
 
     def suggest(
         self, space: Space, history: History, rng: np.random.Generator, n: int = 1
     ) -> list[Config]:
+        from scipy.stats import qmc  # noqa: PLC0415 - scipy.stats is slow to import
+
         d = len(space)
         start = history.n_seen
         key = (d, history.seed)

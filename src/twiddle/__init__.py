@@ -1,0 +1,65 @@
+"""twiddle: tune the hyperparameters of machine-learning models and neural networks.
+
+Hyperparameters are fixed before training (learning rate, batch size, number of
+layers, regularisation); parameters are learned in training. twiddle searches the
+former, by k-fold cross-validation with every fold recorded.
+"""
+
+from __future__ import annotations
+
+from twiddle._cv import CVResult, TuneResult, cross_validate, tune
+from twiddle._errors import (
+    AllTrialsFailedError,
+    InvalidParameterError,
+    InvalidSpaceError,
+    SpecError,
+    StorageError,
+    StudyMismatchError,
+    TrialPruned,
+    TwiddleError,
+    WorkerCrashedError,
+)
+from twiddle._samplers import GridSampler, History, RandomSampler, Sampler, SobolSampler
+from twiddle._space import Categorical, Derived, Dimension, Float, Int, Repeat, Space
+from twiddle._storage import MemoryStorage, SQLiteStorage, Storage, get_storage
+from twiddle._study import Study, Trial
+from twiddle._trial import FrozenTrial, TrialState
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AllTrialsFailedError",
+    "CVResult",
+    "Categorical",
+    "Derived",
+    "Dimension",
+    "Float",
+    "FrozenTrial",
+    "GridSampler",
+    "History",
+    "Int",
+    "InvalidParameterError",
+    "InvalidSpaceError",
+    "MemoryStorage",
+    "RandomSampler",
+    "Repeat",
+    "SQLiteStorage",
+    "Sampler",
+    "SobolSampler",
+    "Space",
+    "SpecError",
+    "Storage",
+    "StorageError",
+    "Study",
+    "StudyMismatchError",
+    "Trial",
+    "TrialPruned",
+    "TrialState",
+    "TuneResult",
+    "TwiddleError",
+    "WorkerCrashedError",
+    "__version__",
+    "cross_validate",
+    "get_storage",
+    "tune",
+]

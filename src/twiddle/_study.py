@@ -1,0 +1,854 @@
+"""Studies: a named, persisted sequence of trials, and the driver loop that runs it.
+
+The driver (this process) asks the sampler, dispatches tasks to an executor,
+tells results back and is the only writer to storage. Workers compute and return.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import inspect
+import json
+import math
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from twiddle._errors import (
+    AllTrialsFailedError,
+    InvalidParameterError,
+    InvalidSpaceError,
+    StudyMismatchError,
+    WorkerCrashedError,
+)
+from twiddle._samplers import GridSampler, History, Sampler, make_sampler
+from twiddle._space import Categorical, Config, Dimension, Float, Int, Space, dimension_from_json
+from twiddle._storage import Storage, get_storage
+from twiddle._tasks import ObjectiveTask, Shipment, TaskResult, check_value, format_exception
+from twiddle._trial import FrozenTrial, TrialState, json_safe_params
+from twiddle._validation import check_choice, check_float, check_int, seed_entropy
+
+DIRECTIONS = ("minimize", "maximize")
+#: A trial re-queued after an interruption is tried at most this many times in all.
+MAX_ATTEMPTS = 3
+#: Seconds a RUNNING trial's lease lasts; the driver renews it while it is alive.
+LEASE_SECONDS = 300.0
+_RENEW_EVERY = 60.0
+
+
+def _driver_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ----------------------------------------------------------------------------------
+# Trial: the handle an objective receives
+# ----------------------------------------------------------------------------------
+class Trial:
+    """Handle given to an objective: suggests hyperparameters and records a learning curve.
+
+    Objectives receive it as their argument (define-by-run). ``suggest_*`` return the
+    value the sampler proposed for that name when it fits the requested range, and
+    otherwise draw one from the trial's own seeded generator, so a trial is
+    reproducible wherever it runs.
+    """
+
+    def __init__(self) -> None:
+        raise TypeError("Trials are created by Study.ask() or Study.optimize(), not directly.")
+
+    @classmethod
+    def _for_task(
+        cls,
+        number: int,
+        proposal: Mapping[str, Any],
+        seed: int,
+        space_json: Mapping[str, Any] | None,
+    ) -> Trial:
+        self = object.__new__(cls)
+        self.number = number
+        self._proposal = dict(proposal)
+        self._seed = seed
+        self._rng: np.random.Generator | None = None
+        self._space = Space.from_json(space_json) if space_json is not None else None
+        self._params: dict[str, Any] = (
+            self._space.validate(proposal) if self._space is not None else {}
+        )
+        self._distributions: dict[str, Any] = {}
+        self._intermediate: dict[int, float] = {}
+        self._user_attrs: dict[str, Any] = {}
+        return self
+
+    number: int
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Hyperparameters suggested so far (name -> value)."""
+        return dict(self._params)
+
+    @property
+    def user_attrs(self) -> dict[str, Any]:
+        return dict(self._user_attrs)
+
+    def _suggest(self, name: str, dim: Dimension) -> Any:
+        if not isinstance(name, str) or not name:
+            raise InvalidParameterError(
+                f"The 'name' parameter of Trial.suggest must be a non-empty str. Got {name!r} instead."
+            )
+        if self._space is not None:
+            if name not in self._space:
+                raise InvalidSpaceError(
+                    f"{name!r} is not a dimension of this study's space {list(self._space)}; "
+                    "add it to the space or create the study without one."
+                )
+            if name not in self._params:
+                raise InvalidSpaceError(f"{name!r} is inactive in this configuration.")
+            return self._params[name]
+        spec = dim.to_json()
+        if name in self._distributions:
+            if self._distributions[name] != spec:
+                raise InvalidSpaceError(
+                    f"{name!r} was already suggested in this trial as {self._distributions[name]}; "
+                    f"it cannot be suggested again as {spec}."
+                )
+            return self._params[name]
+        if name in self._proposal and dim.contains(self._proposal[name]):
+            value = dim.cast(self._proposal[name])
+        else:
+            if self._rng is None:
+                self._rng = np.random.default_rng([self._seed, self.number, 1])
+            value = dim.decode(float(self._rng.random()))
+        self._params[name] = value
+        self._distributions[name] = spec
+        return value
+
+    def suggest_float(
+        self, name: str, low: float, high: float, *, log: bool = False, step: float | None = None
+    ) -> float:
+        """A float in ``[low, high]`` (log scale if ``log``; on a grid if ``step``)."""
+        return float(self._suggest(name, Float(low, high, log=log, step=step)))
+
+    def suggest_int(
+        self, name: str, low: int, high: int, *, log: bool = False, step: int = 1
+    ) -> int:
+        """A Python int in ``[low, high]`` (log scale if ``log``)."""
+        return int(self._suggest(name, Int(low, high, log=log, step=step)))
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        """One of ``choices``, returned as the very object given."""
+        return self._suggest(name, Categorical(choices))
+
+    def report(self, value: float, step: int) -> None:
+        """Record an intermediate value (e.g. validation loss after epoch ``step``)."""
+        step = check_int(step, "step", "Trial.report", minimum=0)  # type: ignore[assignment]
+        v, reason = check_value(value)
+        if reason is not None:
+            raise InvalidParameterError(
+                f"The 'value' parameter of Trial.report must be a finite number. Got {value!r}."
+            )
+        assert v is not None and step is not None
+        self._intermediate[step] = v
+
+    def should_prune(self) -> bool:
+        """Whether a scheduler asks this trial to stop. No scheduler is attached yet: False."""
+        return False
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        """Attach a JSON-serialisable annotation to the trial."""
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            raise InvalidParameterError(
+                f"The 'value' parameter of Trial.set_user_attr must be JSON-serialisable. "
+                f"Got {value!r} instead."
+            ) from None
+        self._user_attrs[str(key)] = value
+
+    def __repr__(self) -> str:
+        return f"Trial(number={self.number}, params={self._params!r})"
+
+
+# ----------------------------------------------------------------------------------
+# Evaluators: how a trial becomes tasks and tasks become a result
+# ----------------------------------------------------------------------------------
+class Evaluator(Protocol):
+    """How the driver turns a trial into tasks, and the tasks' results into a trial outcome."""
+
+    n_tasks: int
+
+    def make_task(self, trial: FrozenTrial, index: int, seed: int) -> Callable[[], TaskResult]:
+        ...
+
+    def combine(
+        self, trial: FrozenTrial, results: Sequence[TaskResult | None]
+    ) -> dict[str, Any]:
+        """Fields to store on the finished trial (state, value, fold_scores, ...).
+
+        A ``"reraise"`` entry holds an exception to raise once the trial is stored.
+        """
+        ...
+
+
+def _call_style(objective: Callable[..., Any], has_space: bool) -> str:
+    if not has_space:
+        return "trial"
+    try:
+        params = list(inspect.signature(objective).parameters.values())
+    except (TypeError, ValueError):
+        return "config"
+    if params and (params[0].name == "trial" or params[0].annotation in (Trial, "Trial")):
+        return "trial"
+    return "config"
+
+
+class ObjectiveEvaluator:
+    """A plain Python objective: one task per trial."""
+
+    n_tasks = 1
+
+    def __init__(self, objective: Callable[..., Any], space: Space | None, ship: bool) -> None:
+        self.style = _call_style(objective, space is not None)
+        self.space_json = None if space is None else space.to_json()
+        self.objective: Any = Shipment(objective) if ship else objective
+
+    def make_task(self, trial: FrozenTrial, index: int, seed: int) -> Callable[[], TaskResult]:
+        proposal = dict(trial.params) or dict(trial.system_attrs.get("proposal", {}))
+        return ObjectiveTask(self.objective, trial.number, proposal, seed, self.space_json, self.style)
+
+    def combine(self, trial: FrozenTrial, results: Sequence[TaskResult | None]) -> dict[str, Any]:
+        r = results[0]
+        assert r is not None
+        fields: dict[str, Any] = {
+            "state": r.state,
+            "value": r.value,
+            "intermediate": r.intermediate,
+            "fail_reason": r.fail_reason,
+        }
+        if self.space_json is None and r.params is not None:
+            fields["params"] = json_safe_params(r.params)
+            fields["distributions"] = r.distributions or {}
+        if r.user_attrs:
+            fields["user_attrs"] = {**trial.user_attrs, **r.user_attrs}
+        if r.worker:
+            fields["worker"] = r.worker
+        return fields
+
+
+# ----------------------------------------------------------------------------------
+# Study
+# ----------------------------------------------------------------------------------
+class _Job:
+    __slots__ = ("done", "results", "trial")
+
+    def __init__(self, trial: FrozenTrial, n_tasks: int) -> None:
+        self.trial = trial
+        self.results: list[TaskResult | None] = [None] * n_tasks
+        self.done = 0
+
+
+class Study:
+    """A named, persisted sequence of trials for one objective, space and direction.
+
+    Creating a Study with the name of a stored one resumes it.
+
+    Parameters
+    ----------
+    name : str
+        Name of the study in its storage.
+    storage : str, Storage or None
+        ``"sqlite:///path.db"`` (kept on disk), ``"memory"``/None, or a Storage.
+    direction : {"minimize", "maximize"} or None
+        Whether lower or higher values are better. None takes the stored direction
+        when resuming and "minimize" for a new study.
+    space : Space or None
+        A fixed search space: the objective then receives a config dict (or the
+        Trial, if its first argument is named ``trial``). None means define-by-run:
+        the objective calls ``trial.suggest_*``.
+    sampler : str or Sampler, default "auto"
+        "auto" (Sobol for now), "random", "grid", "sobol" or a Sampler instance.
+    seed : int, numpy.random.Generator or None
+        Same seed (and ``n_jobs=1``), same trials.
+
+    Examples
+    --------
+    >>> import twiddle
+    >>> study = twiddle.Study(name="demo", direction="minimize", seed=0)
+    >>> study.optimize(lambda t: (t.suggest_float("x", -5, 5) - 2) ** 2, n_trials=20)
+    >>> round(study.best_value, 3) < 1.0
+    True
+    """
+
+    def __init__(
+        self,
+        name: str = "study",
+        storage: str | os.PathLike[str] | Storage | None = None,
+        direction: str | None = None,
+        space: Space | None = None,
+        sampler: str | Sampler = "auto",
+        seed: int | np.random.Generator | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidParameterError(
+                f"The 'name' parameter of Study must be a non-empty str. Got {name!r} instead."
+            )
+        if direction is not None:
+            check_choice(direction, "direction", "Study", DIRECTIONS)
+        if space is not None and not isinstance(space, Space):
+            raise InvalidParameterError(
+                f"The 'space' parameter of Study must be a twiddle.Space or None. Got {space!r} instead."
+            )
+        self.name = name
+        self.storage = get_storage(storage)
+        self.sampler = make_sampler(sampler)
+        record = self.storage.get_study(name)
+        if record is None:
+            self.direction = direction or "minimize"
+            self.space = space
+            self._seed = seed_entropy(seed, "seed", "Study")
+            record = self.storage.create_study(
+                name,
+                self.direction,
+                None if space is None else space.to_json(),
+                system_attrs={"seed": self._seed},
+            )
+            self._trials: list[FrozenTrial] = []
+        else:
+            if direction is not None and direction != record.direction:
+                raise StudyMismatchError(
+                    f"Study {name!r} in {self.storage.url} is stored with direction "
+                    f"{record.direction!r}, not {direction!r}. Use another name for a new study, "
+                    "or open this one with the stored direction."
+                )
+            self.direction = record.direction
+            if space is not None and record.space is not None and space.to_json() != record.space:
+                raise StudyMismatchError(
+                    f"Study {name!r} in {self.storage.url} was created with another search space.\n"
+                    f"stored: {json.dumps(record.space, sort_keys=True)}\n"
+                    f"given:  {json.dumps(space.to_json(), sort_keys=True)}\n"
+                    "Use a new study name for the new space, or pass the stored one."
+                )
+            if space is not None and record.space is None:
+                raise StudyMismatchError(
+                    f"Study {name!r} was created define-by-run (no space); it cannot be resumed "
+                    "with a fixed space. Use a new study name."
+                )
+            if space is None and record.space is not None:
+                try:
+                    space = Space.from_json(record.space)
+                except InvalidSpaceError:
+                    space = None  # derived Python functions cannot be rebuilt; read-only use
+            self.space = space
+            stored_seed = record.system_attrs.get("seed")
+            self._seed = int(stored_seed) if seed is None and stored_seed is not None else (
+                seed_entropy(seed, "seed", "Study")
+            )
+            self._trials = self.storage.get_trials(record.study_id)
+        self._record = record
+        self._study_id = record.study_id
+        self._stop = False
+        self._recover_stale()
+
+    # -- reading ---------------------------------------------------------------------
+    @classmethod
+    def load(cls, name: str, storage: str | os.PathLike[str] | Storage) -> Study:
+        """Open a stored study for reading (and resuming), whatever its direction."""
+        st = get_storage(storage)
+        if st.get_study(name) is None:
+            names = [s.name for s in st.list_studies()]
+            raise InvalidParameterError(
+                f"No study named {name!r} in {st.url}. Stored studies: {names or 'none'}."
+            )
+        return cls(name=name, storage=st)
+
+    @property
+    def seed(self) -> int:
+        return self._seed
+
+    @property
+    def trials(self) -> list[FrozenTrial]:
+        """All trials, by number."""
+        return list(self._trials)
+
+    def get_trials(self, states: Iterable[TrialState] | None = None) -> list[FrozenTrial]:
+        if states is None:
+            return list(self._trials)
+        wanted = set(states)
+        return [t for t in self._trials if t.state in wanted]
+
+    @property
+    def best_trial(self) -> FrozenTrial:
+        """The COMPLETE trial with the best value (lowest number among ties)."""
+        done = [t for t in self._trials if t.state is TrialState.COMPLETE and t.value is not None]
+        if not done:
+            raise InvalidParameterError(
+                f"Study {self.name!r} has no complete trial yet; run study.optimize(...) first."
+            )
+        sign = -1.0 if self.direction == "maximize" else 1.0
+        return min(done, key=lambda t: (sign * float(t.value), t.number))  # type: ignore[arg-type]
+
+    @property
+    def best_params(self) -> dict[str, Any]:
+        """Hyperparameters of the best trial, each in its dimension's type (tuples stay tuples)."""
+        return self._cast(self.best_trial.params)
+
+    def _cast(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        if self.space is None:
+            return dict(params)
+        try:
+            return self.space.validate(params)
+        except InvalidSpaceError:
+            return dict(params)
+
+    @property
+    def best_value(self) -> float:
+        v = self.best_trial.value
+        assert v is not None
+        return v
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One flat dict per trial (params_*, fold_*, metrics_* columns)."""
+        return [t.to_record() for t in self._trials]
+
+    def to_dataframe(self) -> Any:
+        """The trials as a pandas DataFrame (needs pandas)."""
+        try:
+            import pandas as pd  # noqa: PLC0415
+        except ImportError:
+            raise ImportError(
+                "Study.to_dataframe needs pandas: pip install pandas (or use to_records())."
+            ) from None
+        return pd.DataFrame.from_records(self.to_records())
+
+    def __repr__(self) -> str:
+        return (
+            f"Study(name={self.name!r}, storage={self.storage.url!r}, "
+            f"direction={self.direction!r}, n_trials={len(self._trials)})"
+        )
+
+    # -- bookkeeping -----------------------------------------------------------------------
+    def _set(self, trial: FrozenTrial, **fields: Any) -> FrozenTrial:
+        new = self.storage.update_trial(self._study_id, trial.number, **fields)
+        self._trials[trial.number] = new
+        return new
+
+    def _recover_stale(self) -> list[int]:
+        """Re-queue (or fail) RUNNING trials whose driver is gone. Returns their numbers."""
+        now = time.time()
+        host = socket.gethostname()
+        fixed = []
+        for t in self._trials:
+            if t.state is not TrialState.RUNNING:
+                continue
+            driver = str(t.system_attrs.get("driver", ""))
+            dhost, _, dpid = driver.rpartition(":")
+            dead = False
+            if dhost == host and dpid.isdigit() and int(dpid) != os.getpid():
+                dead = not _pid_alive(int(dpid))
+            if t.lease_until is not None and t.lease_until < now:
+                dead = True
+            if dead:
+                self._requeue(t, "the process running it stopped before it finished")
+                fixed.append(t.number)
+        return fixed
+
+    def _requeue(self, t: FrozenTrial, why: str) -> None:
+        note = f"attempt {t.attempt} interrupted: {why}"
+        if t.fail_reason:
+            note = f"{t.fail_reason}\n{note}"
+        if t.attempt >= MAX_ATTEMPTS:
+            self._set(
+                t,
+                state=TrialState.FAIL,
+                fail_reason=f"{note}; given up after {t.attempt} attempts",
+                datetime_complete=time.time(),
+                lease_until=None,
+            )
+        else:
+            self._set(
+                t,
+                state=TrialState.WAITING,
+                attempt=t.attempt + 1,
+                fail_reason=note,
+                fold_scores=(),
+                intermediate={},
+                lease_until=None,
+            )
+
+    def _history(self) -> History:
+        finished = [t for t in self._trials if t.state.is_finished]
+        pending = [t for t in self._trials if not t.state.is_finished]
+        return History(finished, pending, self.direction, self._seed)
+
+    def _define_by_run_space(self) -> Space | None:
+        """Dimensions every complete trial suggested with the same range (the intersection)."""
+        common: dict[str, Any] | None = None
+        for t in self._trials:
+            if t.state is not TrialState.COMPLETE or not t.distributions:
+                continue
+            if common is None:
+                common = dict(t.distributions)
+            else:
+                common = {k: v for k, v in common.items() if t.distributions.get(k) == v}
+            if not common:
+                return None
+        if not common:
+            return None
+        return Space({k: dimension_from_json(v) for k, v in sorted(common.items())})
+
+    def _propose(self, number: int) -> tuple[Config, dict[str, Any]] | None:
+        """Ask the sampler for the next configuration. None when the space is exhausted."""
+        rng = np.random.default_rng([self._seed, number])
+        space = self.space
+        if space is None:
+            space = self._define_by_run_space()
+            if space is None:
+                return {}, {"sampler": self.sampler.name}
+            configs = self.sampler.suggest(space, self._history(), rng, 1)
+            if not configs:
+                return None
+            return {}, {"sampler": self.sampler.name, "proposal": json_safe_params(configs[0])}
+        configs = self.sampler.suggest(space, self._history(), rng, 1)
+        if not configs:
+            return None
+        return json_safe_params(space.validate(configs[0])), {"sampler": self.sampler.name}
+
+    def _start_next(self) -> FrozenTrial | None:
+        """Take the oldest WAITING trial, or create one from the sampler, and mark it RUNNING."""
+        now = time.time()
+        common = {
+            "datetime_start": now,
+            "lease_until": now + LEASE_SECONDS,
+        }
+        for t in self._trials:
+            if t.state is TrialState.WAITING:
+                attrs = {**t.system_attrs, "driver": _driver_id()}
+                return self._set(t, state=TrialState.RUNNING, system_attrs=attrs, **common)
+        proposed = self._propose(len(self._trials))
+        if proposed is None:
+            return None
+        params, attrs = proposed
+        attrs["driver"] = _driver_id()
+        t = self.storage.create_trial(
+            self._study_id, params, TrialState.RUNNING, system_attrs=attrs, **common
+        )
+        self._trials.append(t)
+        return t
+
+    # -- ask / tell / enqueue -----------------------------------------------------------------
+    def enqueue(self, params: Mapping[str, Any]) -> FrozenTrial:
+        """Queue a configuration to be evaluated before the sampler's own proposals."""
+        if self.space is not None:
+            clean = json_safe_params(self.space.validate(params))
+            t = self.storage.create_trial(self._study_id, clean, TrialState.WAITING)
+        else:
+            proposal = json_safe_params(dict(params))
+            t = self.storage.create_trial(
+                self._study_id, {}, TrialState.WAITING, system_attrs={"proposal": proposal}
+            )
+        self._trials.append(t)
+        return t
+
+    def ask(self) -> Trial:
+        """Start a trial for an external loop; finish it with :meth:`tell`."""
+        t = self._start_next()
+        if t is None:
+            raise InvalidParameterError(
+                f"The sampler {self.sampler!r} has no configuration left to propose."
+            )
+        proposal = dict(t.params) or dict(t.system_attrs.get("proposal", {}))
+        return Trial._for_task(
+            t.number, proposal, self._seed, None if self.space is None else self.space.to_json()
+        )
+
+    def tell(
+        self,
+        trial: Trial | int,
+        value: float | None = None,
+        *,
+        state: TrialState | str = TrialState.COMPLETE,
+        fold_scores: Sequence[float | None] | None = None,
+        fail_reason: str | None = None,
+    ) -> FrozenTrial:
+        """Finish a trial started by :meth:`ask`.
+
+        A COMPLETE trial needs a finite value (otherwise it is recorded as FAIL with the
+        reason); PRUNED and FAIL trials may omit it.
+        """
+        number = trial.number if isinstance(trial, Trial) else trial
+        number = check_int(number, "trial", "Study.tell", minimum=0)  # type: ignore[assignment]
+        assert number is not None
+        if number >= len(self._trials):
+            raise InvalidParameterError(f"Study {self.name!r} has no trial number {number}.")
+        rec = self._trials[number]
+        if rec.state is not TrialState.RUNNING:
+            raise InvalidParameterError(
+                f"Trial {number} is {rec.state.value}, not RUNNING; only a trial started by ask() "
+                "can be told."
+            )
+        st = TrialState(state) if isinstance(state, str) else state
+        fields: dict[str, Any] = {"datetime_complete": time.time(), "lease_until": None}
+        if isinstance(trial, Trial):
+            if self.space is None:
+                fields["params"] = json_safe_params(trial.params)
+                fields["distributions"] = dict(trial._distributions)
+            if trial._intermediate:
+                fields["intermediate"] = dict(trial._intermediate)
+            if trial._user_attrs:
+                fields["user_attrs"] = {**rec.user_attrs, **trial._user_attrs}
+        if fold_scores is not None:
+            fields["fold_scores"] = tuple(None if s is None else float(s) for s in fold_scores)
+        if st is TrialState.COMPLETE:
+            v, reason = check_value(value)
+            if reason is not None:
+                st, fail_reason = TrialState.FAIL, reason
+            fields["value"] = v
+        elif value is not None:
+            fields["value"] = float(value)
+        elif st is TrialState.RUNNING or st is TrialState.WAITING:
+            raise InvalidParameterError(
+                "The 'state' parameter of Study.tell must be COMPLETE, PRUNED or FAIL."
+            )
+        fields["state"] = st
+        fields["fail_reason"] = fail_reason
+        return self._set(rec, **fields)
+
+    def stop(self) -> None:
+        """Ask a running :meth:`optimize` to start no new trial (running ones finish)."""
+        self._stop = True
+
+    # -- the driver loop ------------------------------------------------------------------
+    def optimize(
+        self,
+        objective: Callable[..., Any],
+        n_trials: int | None = None,
+        timeout: float | None = None,
+        n_jobs: int = 1,
+        executor: cf.Executor | None = None,
+        callbacks: Sequence[Callable[[Study, FrozenTrial], None]] = (),
+    ) -> None:
+        """Run trials of ``objective``.
+
+        Parameters
+        ----------
+        objective : callable
+            ``objective(trial)`` (define-by-run) or, when the study has a space,
+            ``objective(config)``; returns one finite number. Raise
+            :class:`twiddle.TrialPruned` to stop a trial early.
+        n_trials : int, optional
+            How many trials to run in this call (queued WAITING trials first).
+        timeout : float, optional
+            Seconds after which no new trial starts (running ones finish).
+        n_jobs : int, default 1
+            1 runs trials in this process; more runs them in that many worker
+            processes, where a crashing worker fails only its own trial.
+        executor : concurrent.futures.Executor, optional
+            Run tasks on this executor instead (e.g. a Dask ``Client.get_executor()``);
+            ``n_jobs`` then caps the tasks in flight.
+        callbacks : sequence of callable
+            ``callback(study, trial)`` after each finished trial, in this process.
+
+        Raises
+        ------
+        AllTrialsFailedError
+            If every trial of this call failed and the study has no complete trial.
+        """
+        if not callable(objective):
+            raise InvalidParameterError(
+                f"The 'objective' parameter of Study.optimize must be callable. Got {objective!r}."
+            )
+        ship = executor is not None or n_jobs > 1
+        self._run(
+            ObjectiveEvaluator(objective, self.space, ship),
+            n_trials=n_trials,
+            timeout=timeout,
+            n_jobs=n_jobs,
+            executor=executor,
+            callbacks=callbacks,
+        )
+
+    def _run(
+        self,
+        evaluator: Evaluator,
+        *,
+        n_trials: int | None,
+        timeout: float | None,
+        n_jobs: int,
+        executor: cf.Executor | None,
+        callbacks: Sequence[Callable[[Study, FrozenTrial], None]] = (),
+    ) -> list[FrozenTrial]:
+        where = "Study.optimize"
+        n_trials = check_int(n_trials, "n_trials", where, minimum=1, allow_none=True)
+        timeout = check_float(timeout, "timeout", where, minimum=0, exclusive=True, allow_none=True)
+        n_jobs = check_int(n_jobs, "n_jobs", where, minimum=1)  # type: ignore[assignment]
+        if executor is not None and not isinstance(executor, cf.Executor):
+            raise InvalidParameterError(
+                "The 'executor' parameter of Study.optimize must be a concurrent.futures.Executor "
+                f"or None. Got {executor!r} instead."
+            )
+        if self.space is None and isinstance(self.sampler, GridSampler):
+            raise InvalidParameterError(
+                "GridSampler needs the study's search space up front: pass space=Space({...}) "
+                "to Study, or choose another sampler for define-by-run objectives."
+            )
+        if n_trials is None and timeout is None and not isinstance(self.sampler, GridSampler):
+            raise InvalidParameterError(
+                "Study.optimize needs a budget: give n_trials, timeout, or both."
+            )
+        for cb in callbacks:
+            if not callable(cb):
+                raise InvalidParameterError(f"Callback {cb!r} is not callable.")
+        self._recover_stale()
+        self._stop = False
+
+        from twiddle._execution import InlineExecutor, ProcessExecutor  # noqa: PLC0415
+
+        own = executor is None
+        pool: cf.Executor
+        if executor is not None:
+            pool = executor
+            slots = n_jobs if n_jobs > 1 else int(getattr(executor, "_max_workers", 0) or os.cpu_count() or 1)
+        elif n_jobs == 1:
+            pool, slots = InlineExecutor(), 1
+        else:
+            pool, slots = ProcessExecutor(n_jobs), n_jobs
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        started = 0
+        exhausted = False
+        jobs: dict[int, _Job] = {}
+        ready: deque[tuple[_Job, int]] = deque()
+        inflight: dict[cf.Future[TaskResult], tuple[_Job, int]] = {}
+        finished: list[FrozenTrial] = []
+        last_renew = time.monotonic()
+
+        def can_start() -> bool:
+            if self._stop or exhausted:
+                return False
+            if n_trials is not None and started >= n_trials:
+                return False
+            return deadline is None or time.monotonic() < deadline
+
+        try:
+            while True:
+                while len(inflight) < slots:
+                    if ready:
+                        job, idx = ready.popleft()
+                        task = evaluator.make_task(job.trial, idx, self._seed)
+                        inflight[pool.submit(task)] = (job, idx)
+                    elif can_start():
+                        t = self._start_next()
+                        if t is None:
+                            exhausted = True
+                            continue
+                        started += 1
+                        jobs[t.number] = _Job(t, evaluator.n_tasks)
+                        ready.extend((jobs[t.number], i) for i in range(evaluator.n_tasks))
+                    else:
+                        break
+                if not inflight:
+                    break
+                wait_for = _RENEW_EVERY
+                if deadline is not None:
+                    wait_for = max(0.01, min(wait_for, deadline - time.monotonic()))
+                done, _ = cf.wait(list(inflight), timeout=wait_for, return_when=cf.FIRST_COMPLETED)
+                if time.monotonic() - last_renew > _RENEW_EVERY / 2 and jobs:
+                    self.storage.renew_leases(
+                        self._study_id, sorted(jobs), time.time() + LEASE_SECONDS
+                    )
+                    last_renew = time.monotonic()
+                for fut in done:
+                    job, idx = inflight.pop(fut)
+                    job.results[idx] = self._task_result(fut, job, idx)
+                    job.done += 1
+                    if job.done < evaluator.n_tasks:
+                        self._on_partial(job, evaluator)
+                        continue
+                    del jobs[job.trial.number]
+                    fields = evaluator.combine(self._trials[job.trial.number], job.results)
+                    fields.setdefault("datetime_complete", time.time())
+                    fields["lease_until"] = None
+                    reraise = fields.pop("reraise", None)
+                    rec = self._set(self._trials[job.trial.number], **fields)
+                    finished.append(rec)
+                    if reraise is not None:
+                        raise reraise
+                    for cb in callbacks:
+                        cb(self, rec)
+        except BaseException as err:
+            self._abandon(jobs, inflight, pool, own, err)
+            raise
+        finally:
+            if own:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+        failed = [t for t in finished if t.state is TrialState.FAIL]
+        if finished and len(failed) == len(finished) and not any(
+            t.state is TrialState.COMPLETE for t in self._trials
+        ):
+            first = failed[0].fail_reason or "(no reason recorded)"
+            raise AllTrialsFailedError(
+                f"All {len(failed)} trials of study {self.name!r} failed, so there is no result. "
+                f"The first failure (trial {failed[0].number}) was:\n{first}\n"
+                "To debug, run the objective on one configuration by hand (study.ask() gives a "
+                "trial), or read study.trials[i].fail_reason."
+            )
+        return finished
+
+    def _task_result(self, fut: cf.Future[TaskResult], job: _Job, idx: int) -> TaskResult:
+        try:
+            return fut.result()
+        except WorkerCrashedError as err:
+            return TaskResult(state=TrialState.FAIL, fail_reason=str(err), fold=idx)
+        except cf.CancelledError:
+            return TaskResult(state=TrialState.FAIL, fail_reason="task cancelled", fold=idx)
+        except Exception as err:
+            return TaskResult(
+                state=TrialState.FAIL,
+                fail_reason="The task could not run (is the objective picklable?):\n"
+                + format_exception(err),
+                fold=idx,
+            )
+
+    def _on_partial(self, job: _Job, evaluator: Evaluator) -> None:
+        hook = getattr(evaluator, "partial", None)
+        if hook is not None:
+            fields = hook(self._trials[job.trial.number], job.results)
+            if fields:
+                self._set(self._trials[job.trial.number], **fields)
+
+    def _abandon(
+        self,
+        jobs: dict[int, _Job],
+        inflight: dict[cf.Future[TaskResult], tuple[_Job, int]],
+        pool: cf.Executor,
+        own: bool,
+        err: BaseException,
+    ) -> None:
+        """Leave storage consistent after an interruption: running trials are re-queued."""
+        for fut in inflight:
+            fut.cancel()
+        if own:
+            kill = getattr(pool, "kill_all", None)
+            if kill is not None:
+                with contextlib.suppress(Exception):
+                    kill()
+        why = type(err).__name__
+        for number in sorted(jobs):
+            t = self._trials[number]
+            if t.state is TrialState.RUNNING:
+                with contextlib.suppress(Exception):
+                    self._requeue(t, f"the run was stopped by {why}")
