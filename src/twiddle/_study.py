@@ -839,13 +839,11 @@ class Study:
         err: BaseException,
     ) -> None:
         """Leave storage consistent after an interruption: running trials are re-queued."""
+        kill = getattr(pool, "kill_running", None) if own else None
         for fut in inflight:
-            fut.cancel()
-        if own:
-            kill = getattr(pool, "kill_all", None)
-            if kill is not None:
+            if not fut.cancel() and kill is not None:
                 with contextlib.suppress(Exception):
-                    kill()
+                    kill(fut)
         why = type(err).__name__
         for number in sorted(jobs):
             t = self._trials[number]
