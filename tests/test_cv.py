@@ -46,9 +46,7 @@ def test_cross_validate_equals_sklearn_regressor_default_score_and_params():
 def test_stratified_by_default_for_classifiers():
     X, y = IRIS  # iris is sorted by class: unstratified KFold would put one class per test fold
     ours = twiddle.cross_validate(DecisionTreeClassifier(random_state=0), X, y, cv=3)
-    ref = sk_cross_validate(
-        DecisionTreeClassifier(random_state=0), X, y, cv=StratifiedKFold(3)
-    )
+    ref = sk_cross_validate(DecisionTreeClassifier(random_state=0), X, y, cv=StratifiedKFold(3))
     np.testing.assert_array_equal(ours.fold_scores, ref["test_score"])
     assert ours.mean > 0.9
 
@@ -126,7 +124,7 @@ def test_tune_nested_params_in_pipeline():
     pipe = Pipeline([("scale", StandardScaler()), ("clf", LogisticRegression(max_iter=500))])
     space = Space({"clf__C": Float(1e-3, 1e1, log=True)})
     res = twiddle.tune(pipe, space, X, y, cv=3, n_trials=4, seed=1)
-    assert res.best_estimator_.named_steps["clf"].C == res.best_params_["clf__C"]
+    assert res.best_params_["clf__C"] == res.best_estimator_.named_steps["clf"].C
     assert res.best_score_ > 0.9
 
 
@@ -175,21 +173,55 @@ def test_all_configurations_see_the_same_folds_and_resume_checks_them(tmp_path):
     X, y = DIABETES
     url = f"sqlite:///{tmp_path / 'cv.db'}"
     space = Space({"alpha": Float(1e-3, 1e3, log=True)})
-    twiddle.tune(Ridge(), space, X, y, cv=KFold(4, shuffle=True, random_state=0), n_trials=2,
-                 storage=url, study_name="r", seed=0)
-    res = twiddle.tune(Ridge(), space, X, y, cv=KFold(4, shuffle=True, random_state=0),
-                       n_trials=2, storage=url, study_name="r")
+    twiddle.tune(
+        Ridge(),
+        space,
+        X,
+        y,
+        cv=KFold(4, shuffle=True, random_state=0),
+        n_trials=2,
+        storage=url,
+        study_name="r",
+        seed=0,
+    )
+    res = twiddle.tune(
+        Ridge(),
+        space,
+        X,
+        y,
+        cv=KFold(4, shuffle=True, random_state=0),
+        n_trials=2,
+        storage=url,
+        study_name="r",
+    )
     assert len(res.study_.trials) == 4
     with pytest.raises(InvalidParameterError, match="other folds"):
-        twiddle.tune(Ridge(), space, X, y, cv=KFold(4, shuffle=True, random_state=1),
-                     n_trials=1, storage=url, study_name="r")
+        twiddle.tune(
+            Ridge(),
+            space,
+            X,
+            y,
+            cv=KFold(4, shuffle=True, random_state=1),
+            n_trials=1,
+            storage=url,
+            study_name="r",
+        )
 
 
 def test_tune_multi_metric_records_secondary_means():
     X, y = IRIS
     space = Space({"C": Float(0.1, 10.0, log=True)})
-    res = twiddle.tune(SVC(), space, X, y, cv=3, n_trials=2, seed=0,
-                       scoring={"acc": "accuracy", "f1": "f1_macro"}, metric="f1")
+    res = twiddle.tune(
+        SVC(),
+        space,
+        X,
+        y,
+        cv=3,
+        n_trials=2,
+        seed=0,
+        scoring={"acc": "accuracy", "f1": "f1_macro"},
+        metric="f1",
+    )
     t = res.best_trial_
     ref = sk_cross_validate(SVC(**t.params), X, y, cv=3, scoring=["accuracy", "f1_macro"])
     assert t.value == pytest.approx(ref["test_f1_macro"].mean())

@@ -48,6 +48,7 @@ def test_sigkilled_worker_fails_only_its_own_trial():
     assert all(w and ":" in w for w in workers)
 
 
+@pytest.mark.slow
 def test_tune_with_two_workers_matches_inline():
     X, y = load_iris(return_X_y=True)
     space = Space({"C": Float(1e-2, 1e2, log=True)})

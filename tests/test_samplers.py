@@ -115,11 +115,14 @@ def test_grid_visits_every_config_once_then_stops():
     configs = run(GridSampler(), FINITE, 10_000)
     assert len(configs) == len(FINITE.grid()) == (4 + 2) * 4 * 8
     assert len({json.dumps(c, sort_keys=True) for c in configs}) == len(configs)
-    assert GridSampler().suggest(
-        FINITE,
-        history([done(i, c, 0.0) for i, c in enumerate(configs)]),
-        np.random.default_rng(0),
-    ) == []
+    assert (
+        GridSampler().suggest(
+            FINITE,
+            history([done(i, c, 0.0) for i, c in enumerate(configs)]),
+            np.random.default_rng(0),
+        )
+        == []
+    )
 
 
 def test_grid_unshuffled_order_is_lexicographic():

@@ -141,9 +141,7 @@ def test_encode_decode_round_trip_exact():
 
 def test_encode_marks_inactive_as_nan():
     space = cond_space()
-    u = space.encode(
-        {"optimizer": "adam", "lr": 0.01, "layers": 2, "width": 64}
-    )
+    u = space.encode({"optimizer": "adam", "lr": 0.01, "layers": 2, "width": 64})
     cols = list(space.names)
     assert np.isnan(u[0, cols.index("momentum")])
     assert np.isnan(u[0, cols.index("nesterov")])

@@ -244,7 +244,10 @@ def test_budget_required():
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
     [
-        ({"n_trials": 0}, "'n_trials' parameter of Study.optimize must be an int >= 1 or None. Got 0 instead"),
+        (
+            {"n_trials": 0},
+            "'n_trials' parameter of Study.optimize must be an int >= 1 or None. Got 0 instead",
+        ),
         ({"n_trials": 2.5}, "'n_trials'"),
         ({"n_trials": 1, "n_jobs": 0}, "'n_jobs'"),
         ({"n_trials": 1, "timeout": -1}, "'timeout'"),
@@ -351,7 +354,7 @@ def test_trial_suggest_conflict_and_report_errors():
         trial.report(math.nan, 0)
         return 0.0
 
-    with pytest.raises(AllTrialsFailedError, match="Trial.report must be a finite"):
+    with pytest.raises(AllTrialsFailedError, match=r"Trial\.report must be a finite"):
         Study(name="c2").optimize(objective2, n_trials=1)
 
 

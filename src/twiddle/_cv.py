@@ -21,10 +21,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
 from twiddle._errors import InvalidParameterError
 from twiddle._space import Space
 from twiddle._tasks import Shipment, TaskResult, format_exception, worker_id
-from twiddle._trial import FrozenTrial, TrialState, json_safe_params
+from twiddle._trial import FrozenTrial, TrialState
 from twiddle._validation import check_int
 
 Scoring = str | Callable[..., Any] | Sequence[str] | Mapping[str, str | Callable[..., Any]] | None
@@ -37,7 +38,7 @@ def resolve_scorers(
     estimator: Any, scoring: Scoring, metric: str | None, where: str
 ) -> tuple[dict[str, Callable[..., Any]], str]:
     """Scorers by name and the name of the one to optimise."""
-    from sklearn.metrics import check_scoring, get_scorer  # noqa: PLC0415 - keep import light
+    from sklearn.metrics import check_scoring, get_scorer  # keep import light
 
     scorers: dict[str, Callable[..., Any]]
     try:
@@ -48,7 +49,9 @@ def resolve_scorers(
         elif callable(scoring):
             scorers = {"score": scoring}
         elif isinstance(scoring, Mapping):
-            scorers = {str(k): get_scorer(v) if isinstance(v, str) else v for k, v in scoring.items()}
+            scorers = {
+                str(k): get_scorer(v) if isinstance(v, str) else v for k, v in scoring.items()
+            }
         elif isinstance(scoring, Sequence):
             scorers = {str(s): get_scorer(s) for s in scoring}
         else:
@@ -80,8 +83,8 @@ def resolve_splits(
     scikit-learn does), except that with ``groups`` it gives ``StratifiedGroupKFold`` /
     ``GroupKFold`` so that no group is split across training and test sets.
     """
-    from sklearn.base import is_classifier  # noqa: PLC0415
-    from sklearn.model_selection import (  # noqa: PLC0415
+    from sklearn.base import is_classifier
+    from sklearn.model_selection import (
         GroupKFold,
         StratifiedGroupKFold,
         check_cv,
@@ -105,9 +108,7 @@ def resolve_splits(
                 f"iterable of (train, test) index arrays. Got {cv!r} instead. ({err})"
             ) from None
     try:
-        splits = [
-            (np.asarray(tr), np.asarray(te)) for tr, te in splitter.split(X, y, groups)
-        ]
+        splits = [(np.asarray(tr), np.asarray(te)) for tr, te in splitter.split(X, y, groups)]
     except ValueError as err:
         raise InvalidParameterError(f"The folds cannot be made: {err}") from None
     if len(splits) < 1:
@@ -154,7 +155,7 @@ class CVContext:
 
 def fit_and_score(ctx: CVContext, params: Mapping[str, Any], fold: int) -> TaskResult:
     """Fit a fresh clone on the training part of ``fold``, score its test part."""
-    from sklearn.base import clone  # noqa: PLC0415
+    from sklearn.base import clone
 
     train, test = ctx.splits[fold]
     result = TaskResult(state=TrialState.COMPLETE, fold=fold, worker=worker_id())
@@ -237,20 +238,14 @@ class CVEvaluator:
     def make_task(self, trial: FrozenTrial, index: int, seed: int) -> FoldTask:
         return FoldTask(self.context, dict(trial.params), index)
 
-    def partial(
-        self, trial: FrozenTrial, results: Sequence[TaskResult | None]
-    ) -> dict[str, Any]:
+    def partial(self, trial: FrozenTrial, results: Sequence[TaskResult | None]) -> dict[str, Any]:
         """Store fold scores as they arrive (a crash keeps what was done)."""
         m = self.ctx.metric
         return {
-            "fold_scores": tuple(
-                None if r is None else r.scores.get(m, math.nan) for r in results
-            )
+            "fold_scores": tuple(None if r is None else r.scores.get(m, math.nan) for r in results)
         }
 
-    def combine(
-        self, trial: FrozenTrial, results: Sequence[TaskResult | None]
-    ) -> dict[str, Any]:
+    def combine(self, trial: FrozenTrial, results: Sequence[TaskResult | None]) -> dict[str, Any]:
         m = self.ctx.metric
         rs = [r for r in results if r is not None]
         fold_scores = tuple(
@@ -460,7 +455,9 @@ class TuneResult:
     cv_results_: dict[str, Any]
 
 
-def cv_results_table(trials: Sequence[FrozenTrial], n_splits: int, maximize: bool) -> dict[str, Any]:
+def cv_results_table(
+    trials: Sequence[FrozenTrial], n_splits: int, maximize: bool
+) -> dict[str, Any]:
     """scikit-learn ``cv_results_``-style dict over finished trials (NaN for missing folds)."""
     rows = [t for t in trials if t.state.is_finished]
     out: dict[str, Any] = {"params": [dict(t.params) for t in rows]}
@@ -472,7 +469,10 @@ def cv_results_table(trials: Sequence[FrozenTrial], n_splits: int, maximize: boo
     for k in range(n_splits):
         out[f"split{k}_test_score"] = folds[:, k]
     value = np.array(
-        [t.value if t.state is TrialState.COMPLETE and t.value is not None else np.nan for t in rows]
+        [
+            t.value if t.state is TrialState.COMPLETE and t.value is not None else np.nan
+            for t in rows
+        ]
     )
     out["mean_test_score"] = value
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
@@ -550,7 +550,7 @@ def tune(
     >>> 0.9 < res.best_score_ <= 1.0
     True
     """
-    from twiddle._study import Study  # noqa: PLC0415 - the study module imports this one
+    from twiddle._study import Study  # the study module imports this one
 
     where = "twiddle.tune"
     if not isinstance(space, Space):
@@ -598,7 +598,7 @@ def tune(
     best = study.best_trial
     best_est = None
     if refit:
-        from sklearn.base import clone  # noqa: PLC0415
+        from sklearn.base import clone
 
         best_est = clone(estimator)
         params = space.to_estimator_params(study.best_params)

@@ -35,5 +35,5 @@ class WorkerCrashedError(TwiddleError, RuntimeError):
     """The process running a task died before returning (killed, segfault, out of memory)."""
 
 
-class TrialPruned(TwiddleError):  # noqa: N818 - the name reads as an event, like StopIteration
+class TrialPruned(TwiddleError):  # named as an event, like StopIteration
     """Raise inside an objective to stop the trial early; it is recorded as PRUNED."""

@@ -117,7 +117,7 @@ class Dimension:
         body = self._json_body()
         args = ", ".join(f"{k}={v!r}" for k, v in body.items() if v is not None and v is not False)
         if self.when:
-            args += f", when={ {k: list(v) for k, v in self.when} !r}"
+            args += f", when={ {k: list(v) for k, v in self.when}!r}"
         return f"{type(self).__name__}({args})"
 
 
@@ -177,7 +177,11 @@ class Float(Dimension):
         self.log = bool(log)
         self.step = None if step is None else float(step)
         self.when = _normalise_when(when)
-        self._n = None if self.step is None else int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        self._n = (
+            None
+            if self.step is None
+            else math.floor((self.high - self.low) / self.step + 1e-9) + 1
+        )
 
     @property
     def cardinality(self) -> float:
@@ -200,7 +204,7 @@ class Float(Dimension):
         v = float(value)
         if self._n is not None:
             assert self.step is not None
-            i = int(round((v - self.low) / self.step))
+            i = round((v - self.low) / self.step)
             return (min(max(i, 0), self._n - 1) + 0.5) / self._n
         if self.log:
             lo, hi = math.log(self.low), math.log(self.high)
@@ -301,7 +305,7 @@ class Int(Dimension):
         u = min(max(float(u), 0.0), 1.0)
         if self.log:
             a, b = math.log(self.low - 0.5), math.log(self.high + 0.5)
-            v = int(round(math.exp(a + u * (b - a))))
+            v = round(math.exp(a + u * (b - a)))
             return min(max(v, self.low), self.high)
         i = min(int(u * self._n), self._n - 1)
         return self.low + i * self.step
@@ -319,9 +323,7 @@ class Int(Dimension):
         return int(value)
 
     def contains(self, value: Any) -> bool:
-        if _is_int(value):
-            v = int(value)
-        elif _is_real(value) and float(value).is_integer():
+        if _is_int(value) or (_is_real(value) and float(value).is_integer()):
             v = int(value)
         else:
             return False
@@ -519,7 +521,8 @@ def derived_from_json(data: Mapping[str, Any]) -> Derived:
         extra = set(data) - {"type", "value", "times"}
         if extra or "value" not in data or "times" not in data:
             raise InvalidSpaceError(
-                f"A 'repeat' derived parameter takes exactly 'value' and 'times'. Got {dict(data)!r}."
+                "A 'repeat' derived parameter takes exactly 'value' and 'times'. "
+                f"Got {dict(data)!r}."
             )
         return Repeat(data["value"], data["times"])
     if isinstance(data, Mapping) and data.get("type") == "function":
@@ -773,7 +776,9 @@ class Space(Mapping[str, Dimension]):
                     )
                 continue
             if name not in config:
-                raise InvalidSpaceError(f"Hyperparameter {name!r} is missing from {dict(config)!r}.")
+                raise InvalidSpaceError(
+                    f"Hyperparameter {name!r} is missing from {dict(config)!r}."
+                )
             dim = self._dims[name]
             if not dim.contains(config[name]):
                 raise InvalidSpaceError(

@@ -10,7 +10,6 @@ import concurrent.futures as cf
 import contextlib
 import inspect
 import json
-import math
 import os
 import socket
 import time
@@ -68,18 +67,14 @@ class Trial:
     reproducible wherever it runs.
     """
 
-    def __init__(self) -> None:
-        raise TypeError("Trials are created by Study.ask() or Study.optimize(), not directly.")
-
-    @classmethod
-    def _for_task(
-        cls,
+    def __init__(
+        self,
         number: int,
         proposal: Mapping[str, Any],
         seed: int,
         space_json: Mapping[str, Any] | None,
-    ) -> Trial:
-        self = object.__new__(cls)
+    ) -> None:
+        # Trials are made by Study.ask() and Study.optimize(), not by users.
         self.number = number
         self._proposal = dict(proposal)
         self._seed = seed
@@ -91,9 +86,16 @@ class Trial:
         self._distributions: dict[str, Any] = {}
         self._intermediate: dict[int, float] = {}
         self._user_attrs: dict[str, Any] = {}
-        return self
 
-    number: int
+    @classmethod
+    def _for_task(
+        cls,
+        number: int,
+        proposal: Mapping[str, Any],
+        seed: int,
+        space_json: Mapping[str, Any] | None,
+    ) -> Trial:
+        return cls(number, proposal, seed, space_json)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -107,7 +109,8 @@ class Trial:
     def _suggest(self, name: str, dim: Dimension) -> Any:
         if not isinstance(name, str) or not name:
             raise InvalidParameterError(
-                f"The 'name' parameter of Trial.suggest must be a non-empty str. Got {name!r} instead."
+                "The 'name' parameter of Trial.suggest must be a non-empty str. "
+                f"Got {name!r} instead."
             )
         if self._space is not None:
             if name not in self._space:
@@ -190,12 +193,9 @@ class Evaluator(Protocol):
 
     n_tasks: int
 
-    def make_task(self, trial: FrozenTrial, index: int, seed: int) -> Callable[[], TaskResult]:
-        ...
+    def make_task(self, trial: FrozenTrial, index: int, seed: int) -> Callable[[], TaskResult]: ...
 
-    def combine(
-        self, trial: FrozenTrial, results: Sequence[TaskResult | None]
-    ) -> dict[str, Any]:
+    def combine(self, trial: FrozenTrial, results: Sequence[TaskResult | None]) -> dict[str, Any]:
         """Fields to store on the finished trial (state, value, fold_scores, ...).
 
         A ``"reraise"`` entry holds an exception to raise once the trial is stored.
@@ -227,7 +227,9 @@ class ObjectiveEvaluator:
 
     def make_task(self, trial: FrozenTrial, index: int, seed: int) -> Callable[[], TaskResult]:
         proposal = dict(trial.params) or dict(trial.system_attrs.get("proposal", {}))
-        return ObjectiveTask(self.objective, trial.number, proposal, seed, self.space_json, self.style)
+        return ObjectiveTask(
+            self.objective, trial.number, proposal, seed, self.space_json, self.style
+        )
 
     def combine(self, trial: FrozenTrial, results: Sequence[TaskResult | None]) -> dict[str, Any]:
         r = results[0]
@@ -309,7 +311,8 @@ class Study:
             check_choice(direction, "direction", "Study", DIRECTIONS)
         if space is not None and not isinstance(space, Space):
             raise InvalidParameterError(
-                f"The 'space' parameter of Study must be a twiddle.Space or None. Got {space!r} instead."
+                "The 'space' parameter of Study must be a twiddle.Space or None. "
+                f"Got {space!r} instead."
             )
         self.name = name
         self.storage = get_storage(storage)
@@ -353,8 +356,10 @@ class Study:
                     space = None  # derived Python functions cannot be rebuilt; read-only use
             self.space = space
             stored_seed = record.system_attrs.get("seed")
-            self._seed = int(stored_seed) if seed is None and stored_seed is not None else (
-                seed_entropy(seed, "seed", "Study")
+            self._seed = (
+                int(stored_seed)
+                if seed is None and stored_seed is not None
+                else (seed_entropy(seed, "seed", "Study"))
             )
             self._trials = self.storage.get_trials(record.study_id)
         self._record = record
@@ -426,7 +431,7 @@ class Study:
     def to_dataframe(self) -> Any:
         """The trials as a pandas DataFrame (needs pandas)."""
         try:
-            import pandas as pd  # noqa: PLC0415
+            import pandas as pd
         except ImportError:
             raise ImportError(
                 "Study.to_dataframe needs pandas: pip install pandas (or use to_records())."
@@ -714,13 +719,17 @@ class Study:
         self._recover_stale()
         self._stop = False
 
-        from twiddle._execution import InlineExecutor, ProcessExecutor  # noqa: PLC0415
+        from twiddle._execution import InlineExecutor, ProcessExecutor
 
         own = executor is None
         pool: cf.Executor
         if executor is not None:
             pool = executor
-            slots = n_jobs if n_jobs > 1 else int(getattr(executor, "_max_workers", 0) or os.cpu_count() or 1)
+            slots = (
+                n_jobs
+                if n_jobs > 1
+                else int(getattr(executor, "_max_workers", 0) or os.cpu_count() or 1)
+            )
         elif n_jobs == 1:
             pool, slots = InlineExecutor(), 1
         else:
@@ -796,8 +805,10 @@ class Study:
                 pool.shutdown(wait=True, cancel_futures=True)
 
         failed = [t for t in finished if t.state is TrialState.FAIL]
-        if finished and len(failed) == len(finished) and not any(
-            t.state is TrialState.COMPLETE for t in self._trials
+        if (
+            finished
+            and len(failed) == len(finished)
+            and not any(t.state is TrialState.COMPLETE for t in self._trials)
         ):
             first = failed[0].fail_reason or "(no reason recorded)"
             raise AllTrialsFailedError(

@@ -7,6 +7,7 @@ is pickled once by the driver and unpickled once per worker process.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import math
@@ -85,10 +86,8 @@ def check_value(value: Any) -> tuple[float | None, str | None]:
     """An objective's return value as a float, or the reason it is unusable."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         if hasattr(value, "item") and getattr(value, "size", 1) == 1:
-            try:
+            with contextlib.suppress(TypeError, ValueError):
                 value = value.item()
-            except (TypeError, ValueError):
-                pass
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             return None, (
                 f"The objective returned {value!r} of type {type(value).__name__}; it must "
@@ -119,7 +118,7 @@ class ObjectiveTask:
     call_style: str  # "trial" or "config"
 
     def __call__(self) -> TaskResult:
-        from twiddle._study import Trial  # noqa: PLC0415 - avoid an import cycle
+        from twiddle._study import Trial  # avoid an import cycle
 
         fn = self.objective.obj if isinstance(self.objective, Shipment) else self.objective
         trial = Trial._for_task(self.number, self.proposal, self.seed, self.space_json)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -49,7 +50,7 @@ def check_float(
 ) -> float | None:
     if value is None and allow_none:
         return None
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     if ok and minimum is not None:
         ok = value > minimum if exclusive else value >= minimum
     if ok:
@@ -75,7 +76,7 @@ def as_generator(seed: Any, name: str = "seed", where: str = "twiddle") -> np.ra
         return seed
     if seed is None:
         return np.random.default_rng()
-    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool) and seed >= 0:
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool) and int(seed) >= 0:
         return np.random.default_rng(int(seed))
     raise _fail(name, where, "an int >= 0, a numpy.random.Generator or None", seed)
 

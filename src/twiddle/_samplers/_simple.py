@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import warnings
-
 from typing import Any
 
 import numpy as np
@@ -92,7 +91,7 @@ class SobolSampler(Sampler):
     def suggest(
         self, space: Space, history: History, rng: np.random.Generator, n: int = 1
     ) -> list[Config]:
-        from scipy.stats import qmc  # noqa: PLC0415 - scipy.stats is slow to import
+        from scipy.stats import qmc  # scipy.stats is slow to import
 
         d = len(space)
         start = history.n_seen
