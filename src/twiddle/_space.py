@@ -37,10 +37,15 @@ def _json_key(value: Any) -> str:
 
 
 def _is_real(x: Any) -> bool:
+    kind = type(x)
+    if kind is float or kind is int:  # the common case, without the slower ABC check
+        return True
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
 def _is_int(x: Any) -> bool:
+    if type(x) is int:
+        return True
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
@@ -704,15 +709,64 @@ class Space(Mapping[str, Dimension]):
             raise InvalidSpaceError(
                 f"decode expects an array of shape ({len(self._names)},). Got {arr.shape}."
             )
+        values = arr.tolist()
+        dims, col = self._dims, self._col
         config: Config = {}
         for name in self._order:
-            if self.is_active(name, config):
-                config[name] = self._dims[name].decode(float(arr[self._col[name]]))
+            dim = dims[name]
+            if not dim.when or self.is_active(name, config):
+                config[name] = dim.decode(values[col[name]])
+        if len(config) == len(self._names) and self._order == self._names:
+            return config  # already in column order
         return {n: config[n] for n in self._names if n in config}
 
     def decode_many(self, u: np.ndarray) -> list[Config]:
         """Configurations at the rows of ``u``, an array of shape ``(n, d)``."""
         return [self.decode(row) for row in np.asarray(u, dtype=float)]
+
+    def snap(self, U: np.ndarray) -> np.ndarray:
+        """Valid encodings nearest to arbitrary unit-cube points, vectorised.
+
+        Row ``i`` of the result equals ``encode(decode(U[i]))``: discrete coordinates move
+        to their cell centres, and coordinates of dimensions that are inactive given the
+        snapped values of their parents become NaN. NaN inputs for dimensions that turn
+        out active are read as 0.5.
+
+        Parameters
+        ----------
+        U : array of shape (n, d)
+
+        Returns
+        -------
+        array of shape (n, d)
+        """
+        U = np.atleast_2d(np.asarray(U, dtype=float))
+        out = np.clip(np.nan_to_num(U, nan=0.5), 0.0, 1.0)
+        for name in self._order:
+            j = self._col[name]
+            dim = self._dims[name]
+            u = out[:, j]
+            if isinstance(dim, Categorical):
+                q = len(dim.choices)
+                out[:, j] = (np.minimum(np.floor(u * q), q - 1) + 0.5) / q
+            elif isinstance(dim, Int) and dim.log:
+                a, b = math.log(dim.low - 0.5), math.log(dim.high + 0.5)
+                v = np.clip(np.round(np.exp(a + u * (b - a))), dim.low, dim.high)
+                mid = 0.5 * (np.log(v - 0.5) + np.log(v + 0.5))
+                out[:, j] = np.clip((mid - a) / (b - a), 0.0, 1.0)
+            elif isinstance(dim, (Int, Float)) and dim._n is not None:
+                m = dim._n
+                out[:, j] = (np.minimum(np.floor(u * m), m - 1) + 0.5) / m
+            if dim.when:
+                active = np.ones(out.shape[0], dtype=bool)
+                for parent, values in dim.when:
+                    pcol = out[:, self._col[parent]]
+                    pdim = self._dims[parent]
+                    allowed = np.array([pdim.encode(pdim.cast(v)) for v in values])
+                    match = np.any(np.abs(pcol[:, None] - allowed[None, :]) < 1e-9, axis=1)
+                    active &= match & ~np.isnan(pcol)
+                out[~active, j] = np.nan
+        return out
 
     def encode(self, configs: Config | Sequence[Config]) -> np.ndarray:
         """Unit-cube coordinates, array of shape ``(n, d)``; NaN where a dimension is inactive."""
