@@ -1,0 +1,1 @@
+"""Benchmarks of twiddle (not part of the installed package)."""

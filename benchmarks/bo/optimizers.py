@@ -1,0 +1,305 @@
+"""Optimisers under test, behind one ask/tell interface that times the optimiser alone.
+
+Names:
+
+* ``twiddle-<sampler>``: ``twiddle.Study(storage="memory", space=..., sampler=<sampler>,
+  seed=s)`` driven by ``study.ask()`` / ``study.tell()``. Any name that
+  ``twiddle._samplers.make_sampler`` knows works ("random", "sobol", "tpe", "gp", ...);
+  an unknown one is reported as unavailable and skipped.
+* ``optuna-tpe``, ``optuna-gp``, ``optuna-random``: Optuna's ``TPESampler(seed=s)``,
+  ``GPSampler(seed=s)`` and ``RandomSampler(seed=s)``, all with their defaults, on an
+  in-memory study driven by ``study.ask()`` and the ``trial.suggest_*`` calls that
+  map the twiddle space onto Optuna distributions faithfully (log, int, step,
+  categorical, conditions).
+
+Timing: ``ask_s`` is the wall time of everything the library does to produce the next
+configuration (twiddle: ``study.ask()``, which calls the sampler and stores the trial;
+Optuna: ``study.ask()`` plus the ``suggest_*`` calls, where Optuna's samplers do their
+work); ``tell_s`` the time of ``study.tell``; for twiddle ``suggest_s`` is the time
+inside the sampler's own ``suggest`` (without storage). The objective is never timed
+here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import math
+import time
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+from twiddle import Categorical, Float, Int, Space
+
+#: Every optimiser the harness knows, in report order.
+ALL_OPTIMIZERS = (
+    "twiddle-gp",
+    "twiddle-tpe",
+    "twiddle-sobol",
+    "twiddle-random",
+    "optuna-gp",
+    "optuna-tpe",
+    "optuna-random",
+)
+OPTUNA_SAMPLERS = ("tpe", "gp", "random")
+_counter = itertools.count()
+
+
+def resolve_optimizers(spec: str) -> list[str]:
+    """Optimiser names from a comma list; "all", "twiddle" and "optuna" are groups."""
+    out: list[str] = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        if part == "all":
+            names = list(ALL_OPTIMIZERS)
+        elif part in ("twiddle", "optuna"):
+            names = [n for n in ALL_OPTIMIZERS if n.startswith(part + "-")]
+        elif part.startswith(("twiddle-", "optuna-")):
+            names = [part]
+        else:
+            raise ValueError(
+                f"Unknown optimiser {part!r}: use twiddle-<sampler> (e.g. twiddle-gp), "
+                f"optuna-<{'|'.join(OPTUNA_SAMPLERS)}>, 'twiddle', 'optuna' or 'all'."
+            )
+        out.extend(n for n in names if n not in out)
+    return out
+
+
+def unavailable(name: str) -> str | None:
+    """Why optimiser ``name`` cannot run here, or None if it can."""
+    lib, _, sampler = name.partition("-")
+    if lib == "twiddle":
+        from twiddle._samplers import make_sampler
+
+        try:
+            make_sampler(sampler)
+        except Exception as err:
+            return f"twiddle has no sampler {sampler!r} yet ({type(err).__name__})"
+        return None
+    if lib == "optuna":
+        if sampler not in OPTUNA_SAMPLERS:
+            return f"the harness has no Optuna sampler {sampler!r}"
+        try:
+            import optuna  # noqa: F401
+        except ImportError:
+            return "Optuna is not installed (pip install -e '.[bench]')"
+        if sampler == "gp":
+            try:
+                import torch  # noqa: F401
+            except ImportError:
+                return "Optuna's GPSampler needs torch (pip install -e '.[bench]')"
+        return None
+    return f"unknown library {lib!r}"
+
+
+def limit_threads(n: int = 1, torch_too: bool = False) -> None:
+    """Keep BLAS/OpenMP, and torch if it is loaded (or ``torch_too``), to ``n`` threads."""
+    import sys
+
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=n)
+    if not torch_too and "torch" not in sys.modules:
+        return
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(n)
+    # fails if already set, or once torch has run parallel work in this process
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(n)
+
+
+class Optimizer:
+    """An optimiser on one space with one seed: ask a configuration, tell its loss."""
+
+    name: str
+
+    def ask(self) -> tuple[Any, dict[str, Any], float, float | None]:
+        """``(handle, config, ask_s, suggest_s)``."""
+        raise NotImplementedError
+
+    def tell(self, handle: Any, loss: float | None) -> float:
+        """Report ``loss`` (None: the evaluation failed). Returns ``tell_s``."""
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------
+# twiddle
+# ---------------------------------------------------------------------------------
+class TwiddleOptimizer(Optimizer):
+    def __init__(self, sampler: str, space: Space, seed: int) -> None:
+        import twiddle
+        from twiddle._samplers import make_sampler
+
+        self.name = f"twiddle-{sampler}"
+        inner = make_sampler(sampler)
+        self._suggest_s = 0.0
+        original = inner.suggest
+
+        def timed_suggest(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self._suggest_s += time.perf_counter() - t0
+
+        # an instance attribute: the sampler keeps its class (the study may look at it)
+        inner.suggest = timed_suggest  # type: ignore[method-assign]
+        self.study = twiddle.Study(
+            name=f"bench-{next(_counter)}",
+            storage="memory",
+            direction="minimize",
+            space=space,
+            sampler=inner,
+            seed=seed,
+        )
+
+    def ask(self) -> tuple[Any, dict[str, Any], float, float | None]:
+        self._suggest_s = 0.0
+        t0 = time.perf_counter()
+        trial = self.study.ask()
+        ask_s = time.perf_counter() - t0
+        return trial, trial.params, ask_s, self._suggest_s
+
+    def tell(self, handle: Any, loss: float | None) -> float:
+        t0 = time.perf_counter()
+        if loss is None:
+            self.study.tell(handle, state="FAIL", fail_reason="evaluation failed")
+        else:
+            self.study.tell(handle, loss)
+        return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------------
+# Optuna
+# ---------------------------------------------------------------------------------
+def _primitive(value: Any) -> bool:
+    return value is None or isinstance(value, bool | int | float | str)
+
+
+def optuna_distribution(dim: Any) -> Any:
+    """The Optuna distribution of a twiddle dimension (same values, same scale).
+
+    Categorical choices that Optuna cannot hold (tuples, lists) become their JSON
+    text; :func:`from_optuna_value` maps them back.
+    """
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    if isinstance(dim, Float):
+        if dim.step is not None:
+            n = int(dim.cardinality)
+            high = dim.cast(dim.low + (n - 1) * dim.step)
+            return FloatDistribution(dim.low, high, step=dim.step)
+        return FloatDistribution(dim.low, dim.high, log=dim.log)
+    if isinstance(dim, Int):
+        return IntDistribution(dim.low, dim.high, log=dim.log, step=dim.step)
+    if isinstance(dim, Categorical):
+        choices = list(dim.choices)
+        if all(_primitive(c) for c in choices):
+            return CategoricalDistribution(choices)
+        return CategoricalDistribution([json.dumps(c) for c in choices])
+    raise TypeError(f"No Optuna distribution for {dim!r}.")
+
+
+def from_optuna_value(dim: Any, value: Any) -> Any:
+    if isinstance(dim, Categorical) and not all(_primitive(c) for c in dim.choices):
+        return next(c for c in dim.choices if json.dumps(c) == value)
+    return dim.cast(value)
+
+
+def space_to_optuna(space: Space) -> dict[str, Any]:
+    """``{name: optuna distribution}`` for every dimension of ``space``."""
+    return {name: optuna_distribution(space[name]) for name in space}
+
+
+def _suggest(trial: Any, name: str, dist: Any) -> Any:
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+
+
+class OptunaOptimizer(Optimizer):
+    def __init__(self, sampler: str, space: Space, seed: int) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        optuna.logging.disable_default_handler()
+        self.name = f"optuna-{sampler}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ExperimentalWarning and friends
+            if sampler == "tpe":
+                s: Any = optuna.samplers.TPESampler(seed=seed)
+            elif sampler == "gp":
+                s = optuna.samplers.GPSampler(seed=seed)
+            elif sampler == "random":
+                s = optuna.samplers.RandomSampler(seed=seed)
+            else:
+                raise ValueError(f"No Optuna sampler {sampler!r} in the harness.")
+        self.space = space
+        self.distributions = space_to_optuna(space)
+        self.study = optuna.create_study(direction="minimize", sampler=s)
+
+    def ask(self) -> tuple[Any, dict[str, Any], float, float | None]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            trial = self.study.ask()
+            # define-by-run, parents before children, so conditional spaces map too
+            config: dict[str, Any] = {}
+            pending = list(self.space)
+            progress = True
+            while pending and progress:
+                progress = False
+                for name in list(pending):
+                    if self.space.is_active(name, config):
+                        value = _suggest(trial, name, self.distributions[name])
+                        config[name] = from_optuna_value(self.space[name], value)
+                        pending.remove(name)
+                        progress = True
+            ask_s = time.perf_counter() - t0
+        ordered = {n: config[n] for n in self.space if n in config}
+        return trial, ordered, ask_s, None
+
+    def tell(self, handle: Any, loss: float | None) -> float:
+        from optuna.trial import TrialState
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            if loss is None:
+                self.study.tell(handle, state=TrialState.FAIL)
+            else:
+                self.study.tell(handle, loss)
+            return time.perf_counter() - t0
+
+
+def make_optimizer(name: str, space: Space, seed: int) -> Optimizer:
+    """The optimiser called ``name`` on ``space`` with ``seed``."""
+    lib, _, sampler = name.partition("-")
+    if lib == "twiddle":
+        return TwiddleOptimizer(sampler, space, seed)
+    if lib == "optuna":
+        return OptunaOptimizer(sampler, space, seed)
+    raise ValueError(f"Unknown optimiser {name!r}.")
+
+
+def finite(x: Any) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)
+
+
+def json_safe(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A configuration with tuples as lists (JSON round trip)."""
+    return json.loads(json.dumps(dict(config)))

@@ -1,0 +1,137 @@
+"""The benchmark harness's problems: known optima at known minimisers, and its plumbing."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # the harness lives beside the package, not inside it
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.bo import problems as bp  # noqa: E402
+
+# (name, dimension, minimum as usually quoted)
+QUOTED = [
+    ("branin", 2, 0.397887),
+    ("hartmann3", 3, -3.86278),
+    ("hartmann6", 6, -3.32237),
+    ("ackley5", 5, 0.0),
+    ("levy5", 5, 0.0),
+    ("rosenbrock4", 4, 0.0),
+    ("styblinski5", 5, -39.16617 * 5),
+]
+
+
+@pytest.mark.parametrize(("name", "dim", "quoted"), QUOTED)
+def test_value_at_known_minimiser_is_the_optimum(name, dim, quoted):
+    p = bp.get_problem(name)
+    assert len(p.space) == dim
+    assert p.optimum == pytest.approx(quoted, rel=2e-6, abs=1e-6)
+    config = p.space.validate(p.minimiser)  # the minimiser lies in the domain
+    assert p.loss(config) == pytest.approx(p.optimum, rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("name", list(bp.SYNTHETIC))
+def test_minimiser_is_a_local_minimum_and_nothing_random_beats_it(name):
+    f = bp.SYNTHETIC[name]
+    x0 = np.array(f.minimiser)
+    for i in range(f.dim):
+        for h in (1e-3, -1e-3):
+            x = x0.copy()
+            x[i] += h
+            assert f.fn(x)[0] >= f.optimum - 1e-9
+    rng = np.random.default_rng(0)
+    lo, hi = np.array(f.bounds).T
+    values = f.fn(lo + (hi - lo) * rng.random((5000, f.dim)))
+    assert values.shape == (5000,)
+    assert values.min() >= f.optimum - 1e-9
+
+
+def test_branin_has_three_minimisers():
+    for x in ([-math.pi, 12.275], [math.pi, 2.275], [9.42478, 2.475]):
+        assert bp.branin(np.array(x))[0] == pytest.approx(0.397887, abs=1e-6)
+
+
+def test_vectorised_and_config_values_agree():
+    f = bp.SYNTHETIC["hartmann6"]
+    space = f.space()
+    rng = np.random.default_rng(1)
+    configs = [space.sample(rng) for _ in range(5)]
+    batch = f.fn(f.to_array(configs))
+    assert [f.loss(c) for c in configs] == pytest.approx(list(batch))
+
+
+def test_problem_names_and_groups():
+    assert bp.resolve_problems("synthetic") == list(bp.SYNTHETIC)
+    ml = bp.resolve_problems("ml")
+    assert "svm-wine" in ml and "rf-diabetes" in ml and "lr-digits" in ml
+    assert bp.resolve_problems("branin,wine")[0] == "branin"
+    assert all(n.endswith("-wine") for n in bp.resolve_problems("wine"))
+    with pytest.raises(ValueError, match="Unknown problem"):
+        bp.resolve_problems("nope")
+
+
+def test_every_ml_task_has_a_space():
+    from benchmarks.bo.ml import MLTask
+
+    for name in bp.resolve_problems("ml"):
+        task = MLTask(name)
+        assert len(task.space) >= 2
+        assert task.problem().optimum is None
+
+
+def test_a_cheap_ml_task_gives_a_cv_loss_and_a_held_out_score():
+    p = bp.get_problem("dt-iris")
+    config = p.space.sample(np.random.default_rng(0))
+    loss = p.loss(config)
+    assert -1.0 <= loss <= 0.0
+    assert p.loss(config) == loss  # fixed folds and random_state: deterministic
+    assert p.holdout is not None
+    assert 0.0 <= p.holdout(config) <= 1.0
+
+
+def test_normalised_score_is_0_at_the_random_median_and_100_at_the_optimum():
+    from benchmarks.bo.report import summarise
+
+    opt = bp.SYNTHETIC["branin"].optimum
+    recs = [
+        {"type": "run", "problem": "branin", "optimizer": "x", "seed": s, "n_trials": 2,
+         "losses": [10.0, v], "ask_s": [0.1, 0.2], "tell_s": [0, 0], "eval_s": [0, 0],
+         "n_failed": 0, "checkpoints": {"2": {}}}
+        for s, v in enumerate([opt, 5.0])
+    ]  # fmt: skip
+    summary = summarise(recs, {"branin": {"median": 5.0, "min": 1.0}})
+    cell = summary["cells"][("branin", "x", 2)]
+    assert cell["scores"] == pytest.approx([100.0, 0.0])
+    assert cell["mean"] == pytest.approx((opt + 5.0) / 2)
+
+
+def test_space_maps_to_optuna_distributions_faithfully():
+    pytest.importorskip("optuna")
+    from benchmarks.bo.optimizers import from_optuna_value, optuna_distribution
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    from twiddle import Categorical, Float, Int
+
+    d = optuna_distribution(Float(1e-4, 1.0, log=True))
+    assert isinstance(d, FloatDistribution) and d.log and (d.low, d.high) == (1e-4, 1.0)
+    d = optuna_distribution(Float(0.0, 1.0, step=0.3))
+    assert d.step == 0.3 and d.high == pytest.approx(0.9)
+    d = optuna_distribution(Int(32, 256, step=32))
+    assert isinstance(d, IntDistribution) and d.step == 32 and not d.log
+    d = optuna_distribution(Int(2, 256, log=True))
+    assert d.log and d.step == 1
+    dim = Categorical([None, "balanced", (1, 2)])
+    d = optuna_distribution(dim)
+    assert isinstance(d, CategoricalDistribution)
+    assert from_optuna_value(dim, d.choices[2]) == (1, 2)
+    assert from_optuna_value(dim, d.choices[0]) is None
