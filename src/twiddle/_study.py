@@ -14,8 +14,8 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol, overload
 
 import numpy as np
 
@@ -55,6 +55,25 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+_last_space: tuple[Mapping[str, Any], Space] | None = None
+
+
+def _space_from_json(data: Mapping[str, Any]) -> Space:
+    """``Space.from_json(data)``, reusing the Space of the previous call on the same object.
+
+    The tasks of a study with a fixed space share one JSON description (which nothing
+    changes), so in the driver's process each trial would rebuild the same space from
+    it; a space is immutable, so one object serves them all.
+    """
+    global _last_space
+    last = _last_space
+    if last is not None and last[0] is data:
+        return last[1]
+    space = Space.from_json(data)
+    _last_space = (data, space)
+    return space
+
+
 # ----------------------------------------------------------------------------------
 # Trial: the handle an objective receives
 # ----------------------------------------------------------------------------------
@@ -79,7 +98,7 @@ class Trial:
         self._proposal = dict(proposal)
         self._seed = seed
         self._rng: np.random.Generator | None = None
-        self._space = Space.from_json(space_json) if space_json is not None else None
+        self._space = _space_from_json(space_json) if space_json is not None else None
         self._params: dict[str, Any] = (
             self._space.validate(proposal) if self._space is not None else {}
         )
@@ -253,6 +272,57 @@ class ObjectiveEvaluator:
 # ----------------------------------------------------------------------------------
 # Study
 # ----------------------------------------------------------------------------------
+class _TrialsView(Sequence[FrozenTrial]):
+    """The finished (or the unfinished) trials of a study, by number, listed on first use.
+
+    The study hands one of each to the sampler in a :class:`History` before every
+    proposal. Samplers that do not read the trials (random; Sobol needs only their
+    number) then cost nothing per trial, instead of a scan of the whole study. The
+    list is taken when the sampler first reads it, during ``suggest``.
+    """
+
+    __slots__ = ("_finished", "_items", "_n", "_source")
+
+    def __init__(self, source: list[FrozenTrial], finished: bool, n: int) -> None:
+        self._source: list[FrozenTrial] | None = source
+        self._finished = finished
+        self._n = n
+        self._items: list[FrozenTrial] | None = None
+
+    def _list(self) -> list[FrozenTrial]:
+        if self._items is None:
+            assert self._source is not None
+            finished = self._finished
+            self._items = [t for t in self._source if t.state.is_finished is finished]
+            self._source = None
+        return self._items
+
+    def __len__(self) -> int:
+        return self._n if self._items is None else len(self._items)
+
+    @overload
+    def __getitem__(self, index: int) -> FrozenTrial: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[FrozenTrial]: ...
+
+    def __getitem__(self, index: int | slice) -> FrozenTrial | list[FrozenTrial]:
+        return self._list()[index]
+
+    def __iter__(self) -> Iterator[FrozenTrial]:
+        return iter(self._list())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _TrialsView):
+            other = other._list()
+        return self._list() == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(self._list())
+
+
 class _Job:
     __slots__ = ("done", "results", "trial")
 
@@ -362,6 +432,7 @@ class Study:
                 else (seed_entropy(seed, "seed", "Study"))
             )
             self._trials = self.storage.get_trials(record.study_id)
+        self._reindex()
         self._record = record
         self._study_id = record.study_id
         self._stop = False
@@ -447,17 +518,62 @@ class Study:
     # -- bookkeeping -----------------------------------------------------------------------
     def _set(self, trial: FrozenTrial, **fields: Any) -> FrozenTrial:
         new = self.storage.update_trial(self._study_id, trial.number, **fields)
+        old = self._trials[trial.number]
         self._trials[trial.number] = new
+        self._track(old, new)
         return new
+
+    def _append(self, trial: FrozenTrial) -> None:
+        self._trials.append(trial)
+        self._track(None, trial)
+
+    # Every change to ``self._trials`` goes through _set or _append, which keep these
+    # views of it up to date, so that one step of the driver loop costs the same
+    # however many trials the study holds (no scan of all trials per trial).
+    def _reindex(self) -> None:
+        """Build the views of ``self._trials`` from scratch (after loading the trials)."""
+        self._waiting: set[int] = set()  # numbers of WAITING trials
+        self._running: set[int] = set()  # numbers of RUNNING trials
+        self._n_finished = 0
+        # Define-by-run space: the distributions every COMPLETE trial shares (None
+        # before the first; {} once they share none, which is final) and its Space.
+        self._common: dict[str, Any] | None = None
+        self._common_space: Space | None = None
+        for t in self._trials:
+            self._track(None, t)
+
+    def _track(self, old: FrozenTrial | None, new: FrozenTrial) -> None:
+        """Update the views for ``new`` taking the place of ``old`` (None: a new trial)."""
+        number, state = new.number, new.state
+        self._waiting.discard(number)
+        self._running.discard(number)
+        if state is TrialState.WAITING:
+            self._waiting.add(number)
+        elif state is TrialState.RUNNING:
+            self._running.add(number)
+        elif old is None or not old.state.is_finished:
+            self._n_finished += 1
+            if state is TrialState.COMPLETE and new.distributions:
+                self._intersect(new.distributions)
+
+    def _intersect(self, distributions: Mapping[str, Any]) -> None:
+        common = self._common
+        if common is None:
+            self._common = dict(distributions)
+        elif common:
+            kept = {k: v for k, v in common.items() if distributions.get(k) == v}
+            if len(kept) == len(common):
+                return  # unchanged: the cached Space stays valid
+            self._common = kept
+        self._common_space = None
 
     def _recover_stale(self) -> list[int]:
         """Re-queue (or fail) RUNNING trials whose driver is gone. Returns their numbers."""
         now = time.time()
         host = socket.gethostname()
         fixed = []
-        for t in self._trials:
-            if t.state is not TrialState.RUNNING:
-                continue
+        for number in sorted(self._running):
+            t = self._trials[number]
             driver = str(t.system_attrs.get("driver", ""))
             dhost, _, dpid = driver.rpartition(":")
             dead = False
@@ -494,25 +610,24 @@ class Study:
             )
 
     def _history(self) -> History:
-        finished = [t for t in self._trials if t.state.is_finished]
-        pending = [t for t in self._trials if not t.state.is_finished]
-        return History(finished, pending, self.direction, self._seed)
+        n_finished = self._n_finished
+        return History(
+            _TrialsView(self._trials, True, n_finished),
+            _TrialsView(self._trials, False, len(self._trials) - n_finished),
+            self.direction,
+            self._seed,
+        )
 
     def _define_by_run_space(self) -> Space | None:
         """Dimensions every complete trial suggested with the same range (the intersection)."""
-        common: dict[str, Any] | None = None
-        for t in self._trials:
-            if t.state is not TrialState.COMPLETE or not t.distributions:
-                continue
-            if common is None:
-                common = dict(t.distributions)
-            else:
-                common = {k: v for k, v in common.items() if t.distributions.get(k) == v}
-            if not common:
-                return None
+        common = self._common
         if not common:
             return None
-        return Space({k: dimension_from_json(v) for k, v in sorted(common.items())})
+        if self._common_space is None:
+            self._common_space = Space(
+                {k: dimension_from_json(v) for k, v in sorted(common.items())}
+            )
+        return self._common_space
 
     def _propose(self, number: int) -> tuple[Config, dict[str, Any]] | None:
         """Ask the sampler for the next configuration. None when the space is exhausted."""
@@ -538,10 +653,10 @@ class Study:
             "datetime_start": now,
             "lease_until": now + LEASE_SECONDS,
         }
-        for t in self._trials:
-            if t.state is TrialState.WAITING:
-                attrs = {**t.system_attrs, "driver": _driver_id()}
-                return self._set(t, state=TrialState.RUNNING, system_attrs=attrs, **common)
+        if self._waiting:
+            t = self._trials[min(self._waiting)]
+            attrs = {**t.system_attrs, "driver": _driver_id()}
+            return self._set(t, state=TrialState.RUNNING, system_attrs=attrs, **common)
         proposed = self._propose(len(self._trials))
         if proposed is None:
             return None
@@ -550,7 +665,7 @@ class Study:
         t = self.storage.create_trial(
             self._study_id, params, TrialState.RUNNING, system_attrs=attrs, **common
         )
-        self._trials.append(t)
+        self._append(t)
         return t
 
     # -- ask / tell / enqueue -----------------------------------------------------------------
@@ -564,7 +679,7 @@ class Study:
             t = self.storage.create_trial(
                 self._study_id, {}, TrialState.WAITING, system_attrs={"proposal": proposal}
             )
-        self._trials.append(t)
+        self._append(t)
         return t
 
     def ask(self) -> Trial:
@@ -773,7 +888,13 @@ class Study:
                 wait_for = _RENEW_EVERY
                 if deadline is not None:
                     wait_for = max(0.01, min(wait_for, deadline - time.monotonic()))
-                done, _ = cf.wait(list(inflight), timeout=wait_for, return_when=cf.FIRST_COMPLETED)
+                only = next(iter(inflight)) if len(inflight) == 1 else None
+                if only is not None and only.done() and not only.cancelled():
+                    done = {only}  # finished already (inline executor): no need to wait
+                else:
+                    done, _ = cf.wait(
+                        list(inflight), timeout=wait_for, return_when=cf.FIRST_COMPLETED
+                    )
                 if time.monotonic() - last_renew > _RENEW_EVERY / 2 and jobs:
                     self.storage.renew_leases(
                         self._study_id, sorted(jobs), time.time() + LEASE_SECONDS

@@ -110,7 +110,14 @@ class FrozenTrial:
         return math.sqrt(var / len(scores))
 
     def replace(self, **changes: Any) -> FrozenTrial:
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes`` applied (as :func:`dataclasses.replace`, but faster)."""
+        if not changes.keys() <= _FIELD_NAMES:
+            return dataclasses.replace(self, **changes)  # raises the usual TypeError
+        new = object.__new__(FrozenTrial)
+        state = new.__dict__
+        state.update(self.__dict__)
+        state.update(changes)
+        return new
 
     def to_record(self) -> dict[str, Any]:
         """Flat, JSON-friendly dict (for tables and export)."""
@@ -134,6 +141,9 @@ class FrozenTrial:
         for k, v in self.user_attrs.items():
             row[f"user_attrs_{k}"] = v
         return row
+
+
+_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(FrozenTrial))
 
 
 def json_safe_params(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -35,6 +35,13 @@ class History:
     seed : int
         Study-level entropy, fixed for the life of the study, for samplers that
         keep one sequence across calls (Sobol scrambling, grid order).
+
+    Notes
+    -----
+    A study passes ``trials`` and ``pending`` as sequences that list the trials only
+    when first read (their ``len`` is known without it), so a sampler that does not
+    read them costs nothing per trial. Read them during ``suggest``; do not keep the
+    History for later, and use ``list(...)`` where a list is needed.
     """
 
     trials: Sequence[FrozenTrial]

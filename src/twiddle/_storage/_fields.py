@@ -40,7 +40,7 @@ def json_value(obj: Any, where: str) -> Any:
     kind = type(obj)
     if kind in _SCALARS:
         return obj
-    if isinstance(obj, Mapping):
+    if kind is dict or isinstance(obj, Mapping):  # plain dicts skip the slower ABC check
         out: dict[str, Any] = {}
         for key, item in obj.items():
             if not isinstance(key, str):
@@ -51,7 +51,7 @@ def json_value(obj: Any, where: str) -> Any:
                 )
             out[str(key)] = item if type(item) in _SCALARS else json_value(item, where)
         return out
-    if isinstance(obj, list | tuple):
+    if kind is list or kind is tuple or isinstance(obj, list | tuple):
         return [item if type(item) in _SCALARS else json_value(item, where) for item in obj]
     if isinstance(obj, bool | int):
         return int(obj)
@@ -79,6 +79,8 @@ def copy_json(obj: Any) -> Any:
 
 
 def _float(value: Any, where: str, *, allow_none: bool = True) -> float | None:
+    if type(value) is float:
+        return value
     if value is None and allow_none:
         return None
     if not isinstance(value, str | bytes | bool):
@@ -97,7 +99,7 @@ def _str(value: Any, where: str) -> str | None:
 
 
 def _dict(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):
         raise StorageError(f"The {where} must be a dict. Got {value!r} instead.")
     out: dict[str, Any] = json_value(value, where)
     return out
@@ -105,6 +107,8 @@ def _dict(value: Any, where: str) -> dict[str, Any]:
 
 def as_state(value: Any, where: str) -> TrialState:
     """``value`` as a TrialState (members and their string values are accepted)."""
+    if type(value) is TrialState:
+        return value
     try:
         return TrialState(value)
     except ValueError:
@@ -208,11 +212,12 @@ def normalise_fields(fields: Mapping[str, Any], study_id: int, number: int | str
             f"{allowed}."
         )
     out: dict[str, Any] = {}
+    trial = f"trial {number} of study {study_id}"
     for name, value in fields.items():
-        where = f"{name} of trial {number} of study {study_id}"
         if name == "state":
-            out[name] = as_state(value, f"trial {number} of study {study_id}")
+            out[name] = as_state(value, trial)
         else:
+            where = f"{name} of {trial}"
             out[name] = _CONVERTERS[name](value, where)
     return out
 
@@ -245,24 +250,17 @@ def check_update(old: FrozenTrial, study_id: int, changes: Mapping[str, Any]) ->
 def copy_trial(trial: FrozenTrial) -> FrozenTrial:
     """A copy of a stored trial whose dicts the caller may change freely."""
     dists = trial.distributions
-    return FrozenTrial(
-        number=trial.number,
-        state=trial.state,
-        params=copy_json(trial.params),
-        value=trial.value,
-        fold_scores=trial.fold_scores,
-        intermediate=dict(trial.intermediate),
-        metrics=copy_json(trial.metrics),
-        distributions=None if dists is None else copy_json(dists),
-        datetime_start=trial.datetime_start,
-        datetime_complete=trial.datetime_complete,
-        attempt=trial.attempt,
-        worker=trial.worker,
-        lease_until=trial.lease_until,
-        fail_reason=trial.fail_reason,
-        user_attrs=copy_json(trial.user_attrs),
-        system_attrs=copy_json(trial.system_attrs),
-    )
+    # Copy the attributes directly: the frozen dataclass __init__ is slow.
+    new = object.__new__(FrozenTrial)
+    state = new.__dict__
+    state.update(trial.__dict__)
+    state["params"] = copy_json(trial.params)
+    state["intermediate"] = dict(trial.intermediate)
+    state["metrics"] = copy_json(trial.metrics)
+    state["distributions"] = None if dists is None else copy_json(dists)
+    state["user_attrs"] = copy_json(trial.user_attrs)
+    state["system_attrs"] = copy_json(trial.system_attrs)
+    return new
 
 
 def check_study_args(

@@ -134,7 +134,7 @@ class MemoryStorage(Storage):
             check_update(old, study_id, changes)
             if not changes:
                 return copy_trial(old)
-            new = dataclasses.replace(old, **changes)
+            new = old.replace(**changes)
             self._trials[study_id][number] = new
             return copy_trial(new)
 
@@ -161,7 +161,7 @@ class MemoryStorage(Storage):
             trials = self._trials[study_id]
             for number in numbers:
                 if 0 <= number < len(trials) and trials[number].state is TrialState.RUNNING:
-                    trials[number] = dataclasses.replace(trials[number], lease_until=lease)
+                    trials[number] = trials[number].replace(lease_until=lease)
 
     # -- helpers (call with the lock held) -------------------------------------
     def _study(self, study_id: int) -> StudyRecord:

@@ -136,16 +136,33 @@ def _encode_value(value: float | None) -> float | str | None:
     return "NaN"
 
 
+_JSON_COLUMNS = frozenset(
+    {
+        "params",
+        "fold_scores",
+        "intermediate",
+        "metrics",
+        "distributions",
+        "user_attrs",
+        "system_attrs",
+    }
+)
+
+
 def _encode(name: str, value: Any) -> Any:
     """SQL form of one normalised trial field."""
+    if name in _JSON_COLUMNS:
+        if not value:
+            # None (distributions only), and the empty dicts and sequences most trials
+            # have: their text without the cost of a call to the JSON encoder.
+            if value is None:
+                return None
+            return "{}" if type(value) is dict else "[]"
+        return _dumps(value)
     if name == "state":
         return value.value
     if name == "value":
         return _encode_value(value)
-    if name in ("params", "fold_scores", "intermediate", "metrics", "user_attrs", "system_attrs"):
-        return _dumps(value)
-    if name == "distributions":
-        return None if value is None else _dumps(value)
     return value
 
 
