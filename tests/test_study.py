@@ -316,7 +316,7 @@ def test_keyboard_interrupt_requeues_running_trial_and_resume_runs_it(tmp_path):
     assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.WAITING]
     interrupted = again.trials[2]
     assert interrupted.attempt == 2
-    assert "KeyboardInterrupt" in interrupted.fail_reason
+    assert "KeyboardInterrupt" in interrupted.system_attrs["interruptions"][0]
     again.optimize(lambda c: c["x"], n_trials=1)
     assert again.trials[2].state is TrialState.COMPLETE
     assert again.trials[2].params == {"x": calls[2]}
@@ -336,7 +336,7 @@ def test_stale_running_trial_from_dead_process_is_requeued(tmp_path):
     again = Study(name="s", storage=url)
     t = again.trials[0]
     assert t.state is TrialState.WAITING and t.attempt == 2
-    assert "stopped before it finished" in t.fail_reason
+    assert "stopped before it finished" in t.system_attrs["interruptions"][0]
 
 
 def test_trial_suggest_conflict_and_report_errors():

@@ -587,14 +587,18 @@ class Study:
         return fixed
 
     def _requeue(self, t: FrozenTrial, why: str) -> None:
-        note = f"attempt {t.attempt} interrupted: {why}"
-        if t.fail_reason:
-            note = f"{t.fail_reason}\n{note}"
+        """Queue an interrupted trial again, noting why in ``system_attrs["interruptions"]``.
+
+        The note stays out of ``fail_reason``, which only ever describes a final failure.
+        """
+        notes = [*t.system_attrs.get("interruptions", []), f"attempt {t.attempt}: {why}"]
+        attrs = {**t.system_attrs, "interruptions": notes}
         if t.attempt >= MAX_ATTEMPTS:
             self._set(
                 t,
                 state=TrialState.FAIL,
-                fail_reason=f"{note}; given up after {t.attempt} attempts",
+                fail_reason="\n".join(notes) + f"\ngiven up after {t.attempt} attempts",
+                system_attrs=attrs,
                 datetime_complete=time.time(),
                 lease_until=None,
             )
@@ -603,7 +607,7 @@ class Study:
                 t,
                 state=TrialState.WAITING,
                 attempt=t.attempt + 1,
-                fail_reason=note,
+                system_attrs=attrs,
                 fold_scores=(),
                 intermediate={},
                 lease_until=None,
@@ -640,11 +644,19 @@ class Study:
             configs = self.sampler.suggest(space, self._history(), rng, 1)
             if not configs:
                 return None
-            return {}, {"sampler": self.sampler.name, "proposal": json_safe_params(configs[0])}
+            return {}, {**self._sampler_attrs(), "proposal": json_safe_params(configs[0])}
         configs = self.sampler.suggest(space, self._history(), rng, 1)
         if not configs:
             return None
-        return json_safe_params(space.validate(configs[0])), {"sampler": self.sampler.name}
+        return json_safe_params(space.validate(configs[0])), self._sampler_attrs()
+
+    def _sampler_attrs(self) -> dict[str, Any]:
+        """Which sampler proposed a trial, with what it reports of itself (e.g. GP fit state)."""
+        attrs: dict[str, Any] = {"sampler": self.sampler.name}
+        info = getattr(self.sampler, "last_info", None)
+        if info:
+            attrs["sampler_info"] = dict(info)
+        return attrs
 
     def _start_next(self) -> FrozenTrial | None:
         """Take the oldest WAITING trial, or create one from the sampler, and mark it RUNNING."""
