@@ -19,6 +19,7 @@ from twiddle import (
     RandomSampler,
     SobolSampler,
     Space,
+    TPESampler,
     TrialState,
 )
 from twiddle._samplers import make_sampler
@@ -42,7 +43,7 @@ FINITE = Space(
     }
 )
 
-SAMPLERS = [RandomSampler, SobolSampler, GridSampler]
+SAMPLERS = [RandomSampler, SobolSampler, GridSampler, TPESampler]
 
 
 def space_for(cls):

@@ -19,7 +19,14 @@ from twiddle._errors import (
     TwiddleError,
     WorkerCrashedError,
 )
-from twiddle._samplers import GridSampler, History, RandomSampler, Sampler, SobolSampler
+from twiddle._samplers import (
+    GridSampler,
+    History,
+    RandomSampler,
+    Sampler,
+    SobolSampler,
+    TPESampler,
+)
 from twiddle._space import Categorical, Derived, Dimension, Float, Int, Repeat, Space
 from twiddle._storage import MemoryStorage, SQLiteStorage, Storage, get_storage
 from twiddle._study import Study, Trial
@@ -52,6 +59,7 @@ __all__ = [
     "StorageError",
     "Study",
     "StudyMismatchError",
+    "TPESampler",
     "Trial",
     "TrialPruned",
     "TrialState",

@@ -338,9 +338,7 @@ class GPSampler(Sampler):
         Uc = space.snap(np.vstack(parts))
         acq = self._acq(models, fmap, Uc, best)
         order = np.argsort(-acq)
-        starts = [
-            space.decode(np.nan_to_num(Uc[int(i)], nan=0.5)) for i in order[: self.n_starts]
-        ]
+        starts = [space.decode(np.nan_to_num(Uc[int(i)], nan=0.5)) for i in order[: self.n_starts]]
         results: list[tuple[float, Config]] = []
         for cfg in self._local_continuous(space, fmap, models, best, starts):
             cfg = self._local_discrete(space, fmap, models, best, cfg)
