@@ -9,6 +9,7 @@ import pytest
 from scipy.stats import qmc
 
 from twiddle import (
+    AutoSampler,
     Categorical,
     Float,
     FrozenTrial,
@@ -160,7 +161,7 @@ def test_sobol_covers_better_than_random():
 
 
 def test_make_sampler():
-    assert isinstance(make_sampler("auto"), SobolSampler)
+    assert isinstance(make_sampler("auto"), AutoSampler)
     assert isinstance(make_sampler("random"), RandomSampler)
     s = GridSampler()
     assert make_sampler(s) is s

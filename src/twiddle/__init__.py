@@ -20,6 +20,7 @@ from twiddle._errors import (
     WorkerCrashedError,
 )
 from twiddle._samplers import (
+    AutoSampler,
     GridSampler,
     History,
     RandomSampler,
@@ -36,12 +37,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AllTrialsFailedError",
+    "AutoSampler",
     "CVResult",
     "Categorical",
     "Derived",
     "Dimension",
     "Float",
     "FrozenTrial",
+    "GPSampler",
     "GridSampler",
     "History",
     "Int",
@@ -71,3 +74,12 @@ __all__ = [
     "get_storage",
     "tune",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # GPSampler needs scipy.optimize, which is slow to import: load it on first use
+    if name == "GPSampler":
+        from twiddle._samplers._gp import GPSampler
+
+        return GPSampler
+    raise AttributeError(f"module 'twiddle' has no attribute {name!r}")

@@ -63,7 +63,7 @@ from typing import Any
 import numpy as np
 
 from twiddle._errors import InvalidParameterError, InvalidSpaceError, SpecError
-from twiddle._samplers import _NAMED as _NAMED_SAMPLERS
+from twiddle._samplers import SAMPLER_NAMES
 from twiddle._space import Derived, Dimension, Space, derived_from_json, dimension_from_json
 
 __all__ = ["BUNDLED_LOADERS", "Prepared", "RunSpec", "load_spec", "resolve_storage"]
@@ -96,7 +96,7 @@ _DIMENSION_KEYS = {
 }
 _DERIVED_KEYS = ("type", "value", "times")
 #: Sampler names a spec may give (those :func:`twiddle._samplers.make_sampler` knows).
-SAMPLERS: tuple[str, ...] = ("auto", *_NAMED_SAMPLERS)
+SAMPLERS: tuple[str, ...] = SAMPLER_NAMES
 _SQLITE_PREFIX = "sqlite:///"
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 _MISSING_CELLS = frozenset({"", "na", "nan", "n/a", "null", "none"})

@@ -351,7 +351,8 @@ class Study:
         Trial, if its first argument is named ``trial``). None means define-by-run:
         the objective calls ``trial.suggest_*``.
     sampler : str or Sampler, default "auto"
-        "auto" (Sobol for now), "random", "grid", "sobol" or a Sampler instance.
+        "auto" (Sobol start, then a GP, then TPE for large studies; see
+        :class:`AutoSampler`), "gp", "tpe", "sobol", "random", "grid", or a Sampler.
     seed : int, numpy.random.Generator or None
         Same seed (and ``n_jobs=1``), same trials.
 
