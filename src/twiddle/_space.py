@@ -183,9 +183,7 @@ class Float(Dimension):
         self.step = None if step is None else float(step)
         self.when = _normalise_when(when)
         self._n = (
-            None
-            if self.step is None
-            else math.floor((self.high - self.low) / self.step + 1e-9) + 1
+            None if self.step is None else math.floor((self.high - self.low) / self.step + 1e-9) + 1
         )
 
     @property
