@@ -19,6 +19,7 @@ from twiddle._errors import (
     TwiddleError,
     WorkerCrashedError,
 )
+from twiddle._nested import NestedCVResult, nested_cv
 from twiddle._samplers import (
     AutoSampler,
     GridSampler,
@@ -28,6 +29,7 @@ from twiddle._samplers import (
     SobolSampler,
     TPESampler,
 )
+from twiddle._schedulers import FoldRacing
 from twiddle._space import Categorical, Derived, Dimension, Float, Int, Repeat, Space
 from twiddle._storage import MemoryStorage, SQLiteStorage, Storage, get_storage
 from twiddle._study import Study, Trial
@@ -43,6 +45,7 @@ __all__ = [
     "Derived",
     "Dimension",
     "Float",
+    "FoldRacing",
     "FrozenTrial",
     "GPSampler",
     "GridSampler",
@@ -51,6 +54,7 @@ __all__ = [
     "InvalidParameterError",
     "InvalidSpaceError",
     "MemoryStorage",
+    "NestedCVResult",
     "RandomSampler",
     "Repeat",
     "SQLiteStorage",
@@ -72,6 +76,7 @@ __all__ = [
     "__version__",
     "cross_validate",
     "get_storage",
+    "nested_cv",
     "tune",
 ]
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from twiddle._errors import InvalidParameterError
+from twiddle._schedulers import make_scheduler
 from twiddle._space import Space
 from twiddle._tasks import Shipment, TaskResult, format_exception, worker_id
 from twiddle._trial import FrozenTrial, TrialState
@@ -228,12 +229,21 @@ def _summary(scores: np.ndarray) -> tuple[float, float, float]:
 
 
 class CVEvaluator:
-    """Turns a trial into k fold tasks and their scores into the trial's record."""
+    """Turns a trial into k fold tasks and their scores into the trial's record.
 
-    def __init__(self, ctx: CVContext, ship: bool) -> None:
+    With a ``scheduler`` (a :class:`~twiddle.FoldRacing`), :meth:`decide` may stop a
+    trial after some of its folds; scores are "higher is better" unless
+    ``maximize=False``.
+    """
+
+    def __init__(
+        self, ctx: CVContext, ship: bool, scheduler: Any = None, maximize: bool = True
+    ) -> None:
         self.ctx = ctx
         self.n_tasks = len(ctx.splits)
         self.context: Any = Shipment(ctx) if ship else ctx
+        self.scheduler = scheduler
+        self.maximize = maximize
 
     def make_task(self, trial: FrozenTrial, index: int, seed: int) -> FoldTask:
         return FoldTask(self.context, dict(trial.params), index)
@@ -244,6 +254,37 @@ class CVEvaluator:
         return {
             "fold_scores": tuple(None if r is None else r.scores.get(m, math.nan) for r in results)
         }
+
+    def decide(
+        self,
+        trial: FrozenTrial,
+        results: Sequence[TaskResult | None],
+        incumbent: FrozenTrial | None,
+    ) -> dict[str, Any] | None:
+        """Scheduler hook: the fields of the trial stopped now (PRUNED), or None to go on.
+
+        Folds that failed hard leave the decision to :meth:`combine`. A stopped trial
+        keeps the scores of its done folds (None for the others), its value is their
+        mean, and ``system_attrs["racing"]`` holds the scheduler's decision.
+        """
+        if self.scheduler is None or incumbent is None or incumbent.number == trial.number:
+            return None
+        if any(r is not None and r.state is TrialState.FAIL for r in results):
+            return None
+        m = self.ctx.metric
+        scores = [None if r is None else r.scores.get(m, math.nan) for r in results]
+        decision = self.scheduler.decide(scores, incumbent.fold_scores, maximize=self.maximize)
+        if not decision["stop"]:
+            return None
+        fields = self.combine(trial, results)
+        fields.pop("reraise", None)
+        racing = {k: v for k, v in decision.items() if k not in ("stop", "reason")}
+        racing["incumbent"] = incumbent.number
+        fields["state"] = TrialState.PRUNED
+        fields["value"] = decision["mean"]
+        fields["fail_reason"] = None
+        fields["system_attrs"] = {**fields["system_attrs"], "racing": racing}
+        return fields
 
     def combine(self, trial: FrozenTrial, results: Sequence[TaskResult | None]) -> dict[str, Any]:
         m = self.ctx.metric
@@ -511,6 +552,7 @@ def tune(
     error_score: float | str = np.nan,
     refit: bool = True,
     callbacks: Sequence[Callable[..., None]] = (),
+    scheduler: Any = None,
 ) -> TuneResult:
     """Tune ``estimator``'s hyperparameters over ``space`` by k-fold cross-validation.
 
@@ -534,6 +576,11 @@ def tune(
         the same name in the same storage resumes the study.
     refit : bool, default True
         Refit the best configuration on all the data (``best_estimator_``).
+    scheduler : None, "racing" or FoldRacing, default None
+        Stop configurations early. ``"racing"`` is ``FoldRacing()``: after each fold
+        from the third, a configuration confidently worse than the best complete one
+        on the same folds is stopped and recorded as PRUNED with the folds it reached
+        (see :class:`~twiddle.FoldRacing`). None runs every fold of every trial.
 
     Returns
     -------
@@ -553,6 +600,7 @@ def tune(
     from twiddle._study import Study  # the study module imports this one
 
     where = "twiddle.tune"
+    racing = make_scheduler(scheduler, where)
     if not isinstance(space, Space):
         raise InvalidParameterError(
             f"The 'space' parameter of {where} must be a twiddle.Space. Got {space!r} instead."
@@ -588,7 +636,7 @@ def tune(
     ship = executor is not None or n_jobs > 1
     ctx = CVContext(estimator, X, y, splits, scorers, metric, error_score, space)
     study._run(
-        CVEvaluator(ctx, ship),
+        CVEvaluator(ctx, ship, scheduler=racing),
         n_trials=n_trials,
         timeout=timeout,
         n_jobs=n_jobs,

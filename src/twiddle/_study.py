@@ -208,7 +208,18 @@ class Trial:
 # Evaluators: how a trial becomes tasks and tasks become a result
 # ----------------------------------------------------------------------------------
 class Evaluator(Protocol):
-    """How the driver turns a trial into tasks, and the tasks' results into a trial outcome."""
+    """How the driver turns a trial into tasks, and the tasks' results into a trial outcome.
+
+    Two optional methods are called after each task result of a trial while some of
+    its tasks are still to come: ``partial(trial, results) -> dict | None`` gives
+    fields to store on the running trial (e.g. the fold scores so far), and the
+    scheduler hook ``decide(trial, results, incumbent) -> dict | None`` may stop the
+    trial. ``incumbent`` is the best COMPLETE trial so far (or None). When ``decide``
+    returns fields (as :meth:`combine` does, typically ``state=PRUNED``), the driver
+    drops the trial's tasks not yet submitted, cancels the submitted ones that have
+    not started, ignores the results of those already running, and finishes the
+    trial with those fields.
+    """
 
     n_tasks: int
 
@@ -324,12 +335,13 @@ class _TrialsView(Sequence[FrozenTrial]):
 
 
 class _Job:
-    __slots__ = ("done", "results", "trial")
+    __slots__ = ("done", "results", "stopped", "trial")
 
     def __init__(self, trial: FrozenTrial, n_tasks: int) -> None:
         self.trial = trial
         self.results: list[TaskResult | None] = [None] * n_tasks
         self.done = 0
+        self.stopped = False  # finished early by the evaluator's scheduler hook
 
 
 class Study:
@@ -534,6 +546,8 @@ class Study:
     def _reindex(self) -> None:
         """Build the views of ``self._trials`` from scratch (after loading the trials)."""
         self._waiting: set[int] = set()  # numbers of WAITING trials
+        self._best: FrozenTrial | None = None  # best COMPLETE trial (see _incumbent)
+        self._best_stale = False
         self._running: set[int] = set()  # numbers of RUNNING trials
         self._n_finished = 0
         # Define-by-run space: the distributions every COMPLETE trial shares (None
@@ -556,6 +570,32 @@ class Study:
             self._n_finished += 1
             if state is TrialState.COMPLETE and new.distributions:
                 self._intersect(new.distributions)
+        best = self._best
+        if best is not None and best.number == number:
+            self._best = new
+            self._best_stale = True  # its value or state may have changed: rescan on use
+        elif (
+            state is TrialState.COMPLETE
+            and new.value is not None
+            and not self._best_stale
+            and (best is None or self._better(new, best))
+        ):
+            self._best = new
+
+    def _better(self, a: FrozenTrial, b: FrozenTrial) -> bool:
+        """Whether COMPLETE trial ``a`` ranks before ``b`` (better value, then lower number)."""
+        sign = -1.0 if self.direction == "maximize" else 1.0
+        return (sign * float(a.value), a.number) < (sign * float(b.value), b.number)  # type: ignore[arg-type]
+
+    def _incumbent(self) -> FrozenTrial | None:
+        """The best COMPLETE trial so far (as :attr:`best_trial`), or None; kept by _track."""
+        if self._best_stale:
+            self._best, self._best_stale = None, False
+            for t in self._trials:
+                complete = t.state is TrialState.COMPLETE and t.value is not None
+                if complete and (self._best is None or self._better(t, self._best)):
+                    self._best = t
+        return self._best
 
     def _intersect(self, distributions: Mapping[str, Any]) -> None:
         common = self._common
@@ -915,13 +955,18 @@ class Study:
                     last_renew = time.monotonic()
                 for fut in done:
                     job, idx = inflight.pop(fut)
+                    if job.stopped:
+                        continue  # a task of a trial its scheduler stopped: result ignored
                     job.results[idx] = self._task_result(fut, job, idx)
                     job.done += 1
                     if job.done < evaluator.n_tasks:
-                        self._on_partial(job, evaluator)
-                        continue
+                        fields = self._on_partial(job, evaluator)
+                        if fields is None:
+                            continue
+                        self._stop_job(job, ready, inflight)
+                    else:
+                        fields = evaluator.combine(self._trials[job.trial.number], job.results)
                     del jobs[job.trial.number]
-                    fields = evaluator.combine(self._trials[job.trial.number], job.results)
                     fields.setdefault("datetime_complete", time.time())
                     fields["lease_until"] = None
                     reraise = fields.pop("reraise", None)
@@ -968,12 +1013,41 @@ class Study:
                 fold=idx,
             )
 
-    def _on_partial(self, job: _Job, evaluator: Evaluator) -> None:
+    def _on_partial(self, job: _Job, evaluator: Evaluator) -> dict[str, Any] | None:
+        """Store a running trial's partial results; the fields to stop it with, or None."""
         hook = getattr(evaluator, "partial", None)
         if hook is not None:
             fields = hook(self._trials[job.trial.number], job.results)
             if fields:
                 self._set(self._trials[job.trial.number], **fields)
+        decide = getattr(evaluator, "decide", None)
+        if decide is None:
+            return None
+        stop: dict[str, Any] | None = decide(
+            self._trials[job.trial.number], job.results, self._incumbent()
+        )
+        return stop
+
+    @staticmethod
+    def _stop_job(
+        job: _Job,
+        ready: deque[tuple[_Job, int]],
+        inflight: dict[cf.Future[TaskResult], tuple[_Job, int]],
+    ) -> None:
+        """Drop a stopped trial's queued tasks and cancel those submitted but not started.
+
+        Tasks already running are left to finish (killing a worker process costs a new
+        process and re-sending the data, usually more than the rest of one task); their
+        futures stay in ``inflight``, so they keep occupying their slots, and their
+        results are ignored.
+        """
+        job.stopped = True
+        kept = [item for item in ready if item[0] is not job]
+        ready.clear()
+        ready.extend(kept)
+        for fut, (owner, _) in list(inflight.items()):
+            if owner is job and fut.cancel():
+                del inflight[fut]
 
     def _abandon(
         self,

@@ -1,0 +1,258 @@
+"""Fold racing: fold fits saved and the held-out score of the chosen configuration.
+
+For each Bayesmark-style task of :mod:`benchmarks.bo.ml` (a scikit-learn model on a
+data set shipped with scikit-learn, 80 % / 20 % split fixed per task), each number
+of folds K and each sampler and seed, ``twiddle.tune`` runs twice on the 80 % with
+the same sampler, seed, folds and number of trials: once without a scheduler and
+once with ``scheduler="racing"`` (``FoldRacing(alpha=0.05, min_folds=3)``). Reported
+per run:
+
+* **fold fits saved**: ``1 - fits(racing) / fits(plain)``, where fits counts the
+  folds whose result the trial records (the driver runs one task at a time here, so
+  no fold is fitted and then ignored); target: at least 40 %;
+* **held-out score** (accuracy or R^2 on the 20 %, after refitting on the 80 %) of
+  the configuration each run chooses (best mean CV score), and whether both runs
+  chose the same configuration; target: equal scores.
+
+With the random sampler both runs propose the same configurations (proposals do not
+depend on the history), so the comparison isolates racing: a different choice can
+only come from stopping the eventual best. With TPE the proposals diverge after the
+first stopped trial (TPE and the GP model only COMPLETE trials; PRUNED ones are
+ignored), so the held-out score there also reflects the different search path.
+
+Usage::
+
+    python benchmarks/racing.py                 # the default small run (about 10 min)
+    python benchmarks/racing.py --quick         # two tasks, a smoke test
+
+Results go to ``benchmarks/results/racing.json`` and ``racing.md`` (``--out-dir``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+if str(ROOT / "src") not in sys.path:
+    sys.path.insert(0, str(ROOT / "src"))
+
+import twiddle  # noqa: E402
+from benchmarks.bo.ml import MLTask, make_estimator, split_seed, task_data  # noqa: E402
+
+DEFAULT_TASKS = ("svm-breast", "lr-breast", "knn-wine", "dt-digits", "rf-wine", "svm-digits")
+QUICK_TASKS = ("svm-breast", "knn-wine")
+
+
+def _prefixed(task: MLTask) -> tuple[Any, twiddle.Space, str]:
+    """The task's estimator with default hyperparameters, its space addressed into it."""
+    est = make_estimator(task.model, task.regression, {})
+    prefix = f"{est.steps[-1][0]}__" if hasattr(est, "steps") else ""
+    dims = {prefix + name: task.space[name] for name in task.space}
+    return est, twiddle.Space(dims), prefix
+
+
+def _folds(task: MLTask, k: int) -> Any:
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    cls = KFold if task.regression else StratifiedKFold
+    return cls(n_splits=k, shuffle=True, random_state=split_seed(task.name))
+
+
+def run_one(
+    name: str,
+    k: int,
+    sampler: str,
+    seed: int,
+    n_trials: int,
+    racing: twiddle.FoldRacing | None,
+) -> dict[str, Any]:
+    task = MLTask(name)
+    est, space, prefix = _prefixed(task)
+    X_tr, _, y_tr, _ = task_data(name)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = twiddle.tune(
+            est,
+            space,
+            X_tr,
+            y_tr,
+            cv=_folds(task, k),
+            scoring=task.scoring,
+            n_trials=n_trials,
+            sampler=sampler,
+            seed=seed,
+            refit=False,
+            scheduler=racing,
+        )
+    seconds = time.perf_counter() - t0
+    trials = res.study_.trials
+    config = {key[len(prefix) :]: v for key, v in res.best_params_.items()}
+    return {
+        "fits": sum(t.n_folds_done for t in trials),
+        "pruned": sum(t.state is twiddle.TrialState.PRUNED for t in trials),
+        "pruned_at": [t.n_folds_done for t in trials if t.state is twiddle.TrialState.PRUNED],
+        "best_cv": res.best_score_,
+        "best_config": {key: v for key, v in sorted(config.items())},
+        "holdout": task.holdout(config),
+        "seconds": seconds,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="*", default=None)
+    parser.add_argument("--folds", nargs="*", type=int, default=[5, 10])
+    parser.add_argument("--samplers", nargs="*", default=["random", "tpe"])
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument("--min-folds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+    tasks = args.tasks or list(QUICK_TASKS if args.quick else DEFAULT_TASKS)
+    if args.quick:
+        args.trials = min(args.trials, 15)
+    scheduler = twiddle.FoldRacing(alpha=args.alpha, min_folds=args.min_folds)
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for name in tasks:
+        for k in args.folds:
+            for sampler in args.samplers:
+                for seed in range(args.seeds):
+                    plain = run_one(name, k, sampler, seed, args.trials, racing=None)
+                    raced = run_one(name, k, sampler, seed, args.trials, racing=scheduler)
+                    row = {
+                        "task": name,
+                        "folds": k,
+                        "sampler": sampler,
+                        "seed": seed,
+                        "trials": args.trials,
+                        "plain": plain,
+                        "racing": raced,
+                        "saved": 1.0 - raced["fits"] / plain["fits"],
+                        "same_choice": plain["best_config"] == raced["best_config"],
+                        "holdout_diff": raced["holdout"] - plain["holdout"],
+                    }
+                    rows.append(row)
+                    print(
+                        f"{name:12s} K={k:2d} {sampler:6s} seed={seed} saved={row['saved']:.0%} "
+                        f"same={row['same_choice']} holdout {plain['holdout']:.4f} -> "
+                        f"{raced['holdout']:.4f} ({time.perf_counter() - started:.0f} s)",
+                        flush=True,
+                    )
+    summary = _summary(rows)
+    meta = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": "python benchmarks/racing.py " + " ".join(argv or sys.argv[1:]),
+        "python": platform.python_version(),
+        "twiddle": twiddle.__version__,
+        "scheduler": repr(scheduler),
+        "seconds": time.perf_counter() - started,
+    }
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    out = {"meta": meta, "summary": summary, "runs": rows}
+    stem = "racing" if args.alpha == 0.05 and args.min_folds == 3 else f"racing-alpha{args.alpha}"
+    (args.out_dir / f"{stem}.json").write_text(json.dumps(out, indent=1, default=str) + "\n")
+    (args.out_dir / f"{stem}.md").write_text(_markdown(meta, summary, rows))
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    groups: dict[str, list[dict[str, Any]]] = {"all": rows}
+    for r in rows:
+        groups.setdefault(f"K={r['folds']}", []).append(r)
+        groups.setdefault(f"sampler={r['sampler']}", []).append(r)
+    for key, rs in groups.items():
+        fits_plain = sum(r["plain"]["fits"] for r in rs)
+        fits_raced = sum(r["racing"]["fits"] for r in rs)
+        diffs = np.array([r["holdout_diff"] for r in rs])
+        out[key] = {
+            "runs": len(rs),
+            "saved_pooled": 1.0 - fits_raced / fits_plain,
+            "saved_min": min(r["saved"] for r in rs),
+            "saved_median": float(np.median([r["saved"] for r in rs])),
+            "same_choice": sum(r["same_choice"] for r in rs),
+            "holdout_diff_mean": float(np.mean(diffs)),
+            "holdout_worse": int(np.sum(diffs < -1e-12)),
+            "holdout_better": int(np.sum(diffs > 1e-12)),
+            "time_ratio": sum(r["racing"]["seconds"] for r in rs)
+            / sum(r["plain"]["seconds"] for r in rs),
+        }
+    return out
+
+
+def _markdown(meta: dict[str, Any], summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "# Fold racing benchmark",
+        "",
+        f"Run {meta['date']} with `{meta['command'].strip()}`; {meta['scheduler']}; "
+        f"Python {meta['python']}; {meta['seconds']:.0f} s in all.",
+        "",
+        "Same tasks, folds, sampler, seed and number of trials with and without "
+        '`scheduler="racing"`. *Saved* is the fraction of fold fits racing avoided '
+        "(target >= 40 %); *held-out* is the score on the 20 % test split of the "
+        "configuration each run chose (target: equal). See `benchmarks/racing.py`.",
+        "",
+        "## Summary",
+        "",
+        "| group | runs | saved (pooled) | saved (min / median) | same choice | "
+        "held-out diff (mean) | worse / better | time ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, s in summary.items():
+        lines.append(
+            f"| {key} | {s['runs']} | {s['saved_pooled']:.1%} | {s['saved_min']:.0%} / "
+            f"{s['saved_median']:.0%} | {s['same_choice']}/{s['runs']} | "
+            f"{s['holdout_diff_mean']:+.4f} | {s['holdout_worse']} / {s['holdout_better']} | "
+            f"{s['time_ratio']:.2f} |"
+        )
+    lines += [
+        "",
+        "Reading the figures: racing can only save fits where some configurations are "
+        "confidently worse than the incumbent after 3 folds; with K = 5 and "
+        "``min_folds=3`` a stopped trial saves at most 2 of 5 fits (40 %), so the 40 % "
+        "target is out of reach at K = 5 by construction. With the random sampler both "
+        "runs see the same configurations, and the same choice in every run means racing "
+        "never stopped the eventual best. With TPE the runs diverge: TPE ranks PRUNED "
+        "trials in its 'bad' group but counts only COMPLETE ones towards its start-up "
+        "phase (10 by default), so when most trials are stopped it stays on its "
+        "quasi-random start for all or most of the run (dt-digits, rf-wine) and finds "
+        "worse configurations: a sampler issue to fix (count stopped trials as "
+        "observations), not a false stop.",
+        "",
+        "## Runs",
+        "",
+        "| task | K | sampler | seed | fits plain | fits racing | saved | pruned | "
+        "best CV plain / racing | held-out plain / racing | same choice |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---|---|---|",
+    ]
+    for r in rows:
+        p, q = r["plain"], r["racing"]
+        lines.append(
+            f"| {r['task']} | {r['folds']} | {r['sampler']} | {r['seed']} | {p['fits']} | "
+            f"{q['fits']} | {r['saved']:.0%} | {q['pruned']} | {p['best_cv']:.4f} / "
+            f"{q['best_cv']:.4f} | {p['holdout']:.4f} / {q['holdout']:.4f} | "
+            f"{'yes' if r['same_choice'] else 'no'} |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
