@@ -145,3 +145,21 @@ def test_gp_finds_an_optimum_inside_a_conditional_branch():
         regrets.append(st.best_value)
         assert st.best_params["opt"] == "sgd"
     assert np.mean(regrets) < 0.15
+
+
+def test_trials_stopped_by_racing_enter_the_model_with_their_noise():
+    trials = history_of(MIXED, 12, 5, mixed_objective, fold_se=True)
+    pruned = FrozenTrial(
+        number=12,
+        state=TrialState.PRUNED,
+        params=trials[0].params,
+        value=5.0,
+        fold_scores=(4.9, 5.0, 5.1, None, None),
+    )
+    learning_curve = FrozenTrial(
+        number=13, state=TrialState.PRUNED, params=trials[1].params, value=9.0
+    )
+    s = GPSampler(n_startup=5)
+    _, y, se = s._data(MIXED, History([*trials, pruned, learning_curve], [], "minimize", 0))
+    assert y.size == 13 and y[-1] == 5.0
+    assert se is not None and se[-1] == pytest.approx(pruned.value_se)

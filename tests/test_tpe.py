@@ -438,3 +438,21 @@ def test_concentrates_on_the_branch_holding_the_optimum():
     assert np.mean(b_share) > 0.6  # random search: 1/3
     assert np.median(b_error) < 0.125  # uniform b: 0.25
     assert np.mean(best_tpe) < 0.5 * np.mean(best_random)
+
+
+def test_pruned_trials_end_the_startup_phase():
+    from twiddle import Float, FrozenTrial, History, Space, TrialState
+    from twiddle._samplers import TPESampler
+
+    space = Space({"x": Float(0.0, 1.0)})
+    rng = np.random.default_rng(0)
+    trials = [
+        FrozenTrial(i, TrialState.PRUNED, {"x": float(rng.random())}, value=1.0)
+        for i in range(9)
+    ]
+    trials.append(FrozenTrial(9, TrialState.COMPLETE, {"x": 0.5}, value=0.1))
+    sampler = TPESampler(n_startup=10)
+    history = History(trials, [], "minimize", 0)
+    # past start-up the proposal is drawn around the one good trial, not from Sobol
+    props = [sampler.suggest(space, history, np.random.default_rng(k))[0]["x"] for k in range(40)]
+    assert np.mean(np.abs(np.array(props) - 0.5) < 0.25) > 0.7

@@ -143,7 +143,9 @@ class GPSampler(Sampler):
     hyperprior : Hyperprior, optional
         Priors on the log hyperparameters; default :meth:`Hyperprior.default`.
     use_fold_noise : bool, default True
-        Use each trial's CV standard error as that observation's noise.
+        Use each trial's CV standard error as that observation's noise. Trials stopped
+        by fold racing then enter the model too, at their partial mean with its
+        standard error.
     """
 
     name = "gp"
@@ -189,9 +191,16 @@ class GPSampler(Sampler):
         sign = -1.0 if history.direction == "maximize" else 1.0
         rows, ys, ses = [], [], []
         for t in history.trials:
-            if t.state is not TrialState.COMPLETE or t.value is None:
+            if t.value is None or not math.isfinite(t.value):
                 continue
-            if not math.isfinite(t.value):
+            if t.state is TrialState.PRUNED:
+                # a configuration stopped by fold racing: its mean over the folds it
+                # reached, with that mean's (larger) standard error as noise. Trials
+                # pruned on a learning curve have no fold scores and are left out: their
+                # value is not on the scale of the final objective.
+                if t.value_se is None or not self.use_fold_noise:
+                    continue
+            elif t.state is not TrialState.COMPLETE:
                 continue
             try:
                 cfg = space.validate(t.params)

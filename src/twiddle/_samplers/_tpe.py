@@ -562,8 +562,9 @@ class TPESampler(Sampler):
       with a non-finite value, and trials still running or queued all join the bad
       group ``g`` (never ``l``): a configuration that failed or was stopped early is
       evidence against its region, and one being evaluated should not be proposed
-      again (the "constant liar" for parallel studies). Only complete trials count
-      towards ``n_startup`` and are ranked for the split.
+      again (the "constant liar" for parallel studies). Complete and pruned trials
+      count towards ``n_startup`` (so a study whose scheduler stops most trials does
+      not stay in the start-up design); only complete ones are ranked for the split.
     * **Batches.** A batch (``n > 1``) is built one proposal at a time, each added to
       ``g`` before the next, so the batch spreads out.
     * **Duplicates.** Proposals are distinct from each other and from pending trials
@@ -675,7 +676,10 @@ class TPESampler(Sampler):
         if history.direction == "maximize":
             y = -y
         ok = np.isfinite(y)
-        if int(ok.sum()) < self.n_startup:
+        # a trial stopped early (e.g. by fold racing) was evaluated too: it ends the
+        # start-up like a complete one, and joins the bad group below
+        n_pruned = sum(1 for t in finished if t.state is TrialState.PRUNED)
+        if int(ok.sum()) + n_pruned < self.n_startup or not ok.any():
             start = space.encode(self._sobol.suggest(space, history, rng, n)) if n > 0 else done[:0]
             return self._startup(space, geo, start, done, pending, rng)
 
