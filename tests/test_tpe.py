@@ -447,8 +447,7 @@ def test_pruned_trials_end_the_startup_phase():
     space = Space({"x": Float(0.0, 1.0)})
     rng = np.random.default_rng(0)
     trials = [
-        FrozenTrial(i, TrialState.PRUNED, {"x": float(rng.random())}, value=1.0)
-        for i in range(9)
+        FrozenTrial(i, TrialState.PRUNED, {"x": float(rng.random())}, value=1.0) for i in range(9)
     ]
     trials.append(FrozenTrial(9, TrialState.COMPLETE, {"x": 0.5}, value=0.1))
     sampler = TPESampler(n_startup=10)
