@@ -7,6 +7,7 @@ former, by k-fold cross-validation with every fold recorded.
 
 from __future__ import annotations
 
+from twiddle._compare import compare
 from twiddle._cv import CVResult, TuneResult, cross_validate, tune
 from twiddle._errors import (
     AllTrialsFailedError,
@@ -15,6 +16,7 @@ from twiddle._errors import (
     SpecError,
     StorageError,
     StudyMismatchError,
+    TrainingDivergedError,
     TrialPruned,
     TwiddleError,
     WorkerCrashedError,
@@ -29,7 +31,7 @@ from twiddle._samplers import (
     SobolSampler,
     TPESampler,
 )
-from twiddle._schedulers import FoldRacing
+from twiddle._schedulers import FoldRacing, Hyperband, MedianStopping, SuccessiveHalving
 from twiddle._space import Categorical, Derived, Dimension, Float, Int, Repeat, Space
 from twiddle._storage import MemoryStorage, SQLiteStorage, Storage, get_storage
 from twiddle._study import Study, Trial
@@ -50,9 +52,11 @@ __all__ = [
     "GPSampler",
     "GridSampler",
     "History",
+    "Hyperband",
     "Int",
     "InvalidParameterError",
     "InvalidSpaceError",
+    "MedianStopping",
     "MemoryStorage",
     "NestedCVResult",
     "RandomSampler",
@@ -66,7 +70,9 @@ __all__ = [
     "StorageError",
     "Study",
     "StudyMismatchError",
+    "SuccessiveHalving",
     "TPESampler",
+    "TrainingDivergedError",
     "Trial",
     "TrialPruned",
     "TrialState",
@@ -74,6 +80,7 @@ __all__ = [
     "TwiddleError",
     "WorkerCrashedError",
     "__version__",
+    "compare",
     "cross_validate",
     "get_storage",
     "nested_cv",

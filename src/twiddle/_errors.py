@@ -35,5 +35,9 @@ class WorkerCrashedError(TwiddleError, RuntimeError):
     """The process running a task died before returning (killed, segfault, out of memory)."""
 
 
+class TrainingDivergedError(TwiddleError, ArithmeticError):
+    """Training blew up (the loss became NaN, infinite or far larger than at first)."""
+
+
 class TrialPruned(TwiddleError):  # named as an event, like StopIteration
     """Raise inside an objective to stop the trial early; it is recorded as PRUNED."""

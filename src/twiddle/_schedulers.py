@@ -1,4 +1,4 @@
-"""Schedulers: *when* to stop a configuration. Fold racing for cross-validation.
+"""Schedulers: *when* to stop a configuration. Fold racing; learning-curve schedulers.
 
 A sampler decides *what* to try; a scheduler decides whether a running trial goes
 on. :class:`FoldRacing` stops a cross-validated configuration after a few folds
@@ -94,19 +94,96 @@ COMPLETE trials for now, so they learn nothing from a stopped configuration: wit
 model-based sampler many stops can leave the model with few points (see
 ``benchmarks/racing.py``). Giving samplers the stopped trials (for TPE, in the
 "bad" group; for the GP, as censored observations) is the next step.
+
+Learning-curve schedulers
+-------------------------
+:class:`MedianStopping`, :class:`SuccessiveHalving` and :class:`Hyperband` stop a
+trial of a plain objective that reports a learning curve with
+``trial.report(value, step)`` and asks ``trial.should_prune()``; pass one to
+``Study.optimize(objective, scheduler=...)``. They work with any sampler.
+
+Notation
+~~~~~~~~
+s
+    The step (resource: epochs, iterations, training examples) of the trial's last
+    report; steps are ints >= 0.
+v_i(s)
+    Value trial i reported at step s. Values are compared *direction-aware*: a
+    lower value is better for ``"minimize"`` and a higher one for ``"maximize"``.
+r, R, eta
+    ``min_resource``, ``max_resource`` and ``reduction_factor``.
+r_k
+    Rung k of successive halving: ``r_k = r * eta**k`` for k = 0, 1, ... while
+    ``r_k < R``. At step ``R`` a trial is complete, and stopping it saves nothing.
+v_i[r_k]
+    Value of trial i *at rung* r_k: its value at the first step it reported that
+    is >= r_k (so a curve need not report at exactly the rung steps).
+
+Median stopping (Golovin et al., 2017, "Google Vizier: a service for black-box
+optimization", KDD): stop at step s when the trial's best value so far
+(``min_{t <= s} v(t)`` when minimizing) is worse than the median of the values at
+step s of the COMPLETE other trials that reported at step s.
+
+Asynchronous successive halving, ASHA (Li, Jamieson, Rostamizadeh, Gonina, Hardt,
+Recht and Talwalkar, 2020, "A system for massively parallel hyperparameter
+tuning", MLSys; successive halving itself is Jamieson and Talwalkar, 2016): when
+a trial reaches rung r_k, it goes on only if v[r_k] is among the best
+``max(1, floor(n / eta))`` of the n values recorded at r_k by all trials so far
+(itself included, whatever their state); otherwise it is stopped. Unlike
+synchronous successive halving, nobody waits for a rung to fill: the first
+trials to reach a rung are compared with fewer values (the first one always goes
+on), which is what makes the rule usable in parallel and tolerant of stale
+information.
+
+Hyperband (Li, Jamieson, DeSalvo, Rostamizadeh and Talwalkar, 2018, JMLR) runs
+B = floor(log_eta(R / r)) + 1 brackets of ASHA; bracket b starts halving at
+``r * eta**b`` (bracket 0 is the most aggressive, bracket B - 1 runs every trial
+to R), and a trial is compared only with the trials of its own bracket. A trial
+is put in a bracket deterministically by its number (see :class:`Hyperband`).
+
+The decision methods are pure: ``decide(curve, others, direction, number=...)``
+and ``should_stop(...)`` take the trial's curve, the curves of the other trials
+(:class:`LearningCurve`, which carry their state and number) and the direction,
+and touch no study, so they can be tested on synthetic learning curves.
+
+Staleness: which other curves a trial sees
+~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+The driver hands each trial's task a *snapshot* of the other trials' curves (and
+the scheduler object) when it dispatches the task, and ``should_prune()`` applies
+the rule to that snapshot where the objective runs. With ``n_jobs=1`` no other
+trial runs meanwhile, so the snapshot *is* the live study history. With worker
+processes the snapshot holds the trials finished at dispatch time (COMPLETE and
+PRUNED, with their curves); trials still running then are known to the driver
+without a curve (workers send their curve back at the end), so they do not count.
+ASHA and the median rule are asynchronous rules designed for this: a trial may be
+compared with slightly fewer values than a fully synchronous rule would use,
+which errs on the side of letting it go on. Results are then reproducible for
+``n_jobs=1`` and depend on timing for ``n_jobs > 1``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
-from collections.abc import Sequence
+import statistics
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from twiddle._errors import InvalidParameterError
-from twiddle._validation import check_int
+from twiddle._trial import TrialState
+from twiddle._validation import check_choice, check_int
 
-__all__ = ["FoldRacing", "make_scheduler"]
+__all__ = [
+    "CurveScheduler",
+    "FoldRacing",
+    "Hyperband",
+    "LearningCurve",
+    "MedianStopping",
+    "SuccessiveHalving",
+    "make_curve_scheduler",
+    "make_scheduler",
+]
 
 
 class FoldRacing:
@@ -269,4 +346,449 @@ def make_scheduler(scheduler: Any, where: str) -> FoldRacing | None:
     raise InvalidParameterError(
         f"The 'scheduler' parameter of {where} must be None, 'racing' or a twiddle.FoldRacing. "
         f"Got {scheduler!r} instead."
+    )
+
+
+# ----------------------------------------------------------------------------------
+# Learning-curve schedulers
+# ----------------------------------------------------------------------------------
+_DIRECTIONS = ("minimize", "maximize")
+
+
+def _req_int(value: Any, name: str, where: str, *, minimum: int) -> int:
+    out = check_int(value, name, where, minimum=minimum)
+    assert out is not None
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class LearningCurve:
+    """The learning curve of one other trial, as a scheduler sees it.
+
+    Attributes
+    ----------
+    values : mapping of int -> float
+        Intermediate values by step.
+    state : TrialState, default COMPLETE
+        State of the trial when the curve was taken.
+    number : int or None, default None
+        The trial's number (used by :class:`Hyperband` to find its bracket).
+    """
+
+    values: Mapping[int, float]
+    state: TrialState = TrialState.COMPLETE
+    number: int | None = None
+
+
+def _as_curve(curve: Any, where: str) -> LearningCurve:
+    if isinstance(curve, LearningCurve):
+        return curve
+    if isinstance(curve, Mapping):
+        return LearningCurve(curve)
+    raise InvalidParameterError(
+        f"The 'others' parameter of {where} must be a sequence of twiddle LearningCurve or "
+        f"dict (step -> value). Got an item {curve!r} instead."
+    )
+
+
+def _finite_steps(values: Mapping[int, float]) -> list[int]:
+    """Steps with a finite value, in increasing order."""
+    return sorted(int(k) for k, v in values.items() if math.isfinite(v))
+
+
+def _value_at_rung(values: Mapping[int, float], rung: int) -> float | None:
+    """Value at the first reported step >= ``rung`` (None if the curve did not get there)."""
+    steps = [k for k in _finite_steps(values) if k >= rung]
+    return float(values[steps[0]]) if steps else None
+
+
+class CurveScheduler:
+    """Base of the learning-curve schedulers: a pure rule on learning curves.
+
+    Subclasses implement :meth:`decide`; :meth:`should_stop` is its boolean answer.
+    A trial's task calls :meth:`should_stop` from ``Trial.should_prune()``.
+    """
+
+    name = ""
+
+    def decide(
+        self,
+        curve: Mapping[int, float],
+        others: Sequence[LearningCurve | Mapping[int, float]],
+        direction: str = "minimize",
+        *,
+        number: int | None = None,
+    ) -> dict[str, Any]:
+        """Whether to stop the trial whose curve is ``curve`` now, and why.
+
+        Parameters
+        ----------
+        curve : mapping of int -> float
+            The trial's intermediate values by step; its last step is "now".
+        others : sequence of LearningCurve or mapping
+            The curves of the other trials (a plain mapping counts as a COMPLETE
+            trial without a number).
+        direction : {"minimize", "maximize"}, default "minimize"
+        number : int or None
+            The trial's number (needed by :class:`Hyperband` only).
+
+        Returns
+        -------
+        dict
+            ``stop`` (bool), ``step`` (the last step, or None) and ``reason``, plus
+            fields particular to the rule.
+        """
+        raise NotImplementedError
+
+    def should_stop(
+        self,
+        curve: Mapping[int, float],
+        others: Sequence[LearningCurve | Mapping[int, float]],
+        direction: str = "minimize",
+        *,
+        number: int | None = None,
+    ) -> bool:
+        """``decide(...)["stop"]``: whether to stop the trial now."""
+        return bool(self.decide(curve, others, direction, number=number)["stop"])
+
+    def _prepare(
+        self,
+        curve: Mapping[int, float],
+        others: Sequence[LearningCurve | Mapping[int, float]],
+        direction: str,
+    ) -> tuple[float, list[int], list[LearningCurve]]:
+        where = f"{type(self).__name__}.decide"
+        check_choice(direction, "direction", where, _DIRECTIONS)
+        sign = -1.0 if direction == "maximize" else 1.0
+        return sign, _finite_steps(curve), [_as_curve(c, where) for c in others]
+
+
+class MedianStopping(CurveScheduler):
+    """Stop a trial whose best value so far is worse than the median of the others at that step.
+
+    The median stopping rule of Google Vizier (Golovin et al., 2017). At the trial's
+    last step s, its best value so far (the lowest when minimizing, the highest when
+    maximizing) is compared with the median of the values at step s of the COMPLETE
+    other trials that reported at step s; the trial is stopped if it is strictly
+    worse.
+
+    Parameters
+    ----------
+    n_startup_trials : int, default 5
+        Nothing is stopped until at least this many other trials are COMPLETE.
+    n_warmup_steps : int, default 0
+        Nothing is stopped at a step below this one.
+    min_steps : int, default 1
+        Nothing is stopped before the trial has reported this many values.
+
+    Examples
+    --------
+    >>> from twiddle import MedianStopping
+    >>> rule = MedianStopping(n_startup_trials=3)
+    >>> others = [{0: 1.0, 1: 0.5}, {0: 1.1, 1: 0.6}, {0: 0.9, 1: 0.4}]
+    >>> rule.should_stop({0: 1.5, 1: 1.2}, others, "minimize")
+    True
+    >>> rule.should_stop({0: 0.8, 1: 0.45}, others, "minimize")
+    False
+    """
+
+    name = "median"
+
+    def __init__(
+        self, n_startup_trials: int = 5, n_warmup_steps: int = 0, min_steps: int = 1
+    ) -> None:
+        where = "MedianStopping"
+        self.n_startup_trials = _req_int(n_startup_trials, "n_startup_trials", where, minimum=0)
+        self.n_warmup_steps = _req_int(n_warmup_steps, "n_warmup_steps", where, minimum=0)
+        self.min_steps = _req_int(min_steps, "min_steps", where, minimum=1)
+
+    def __repr__(self) -> str:
+        return (
+            f"MedianStopping(n_startup_trials={self.n_startup_trials}, "
+            f"n_warmup_steps={self.n_warmup_steps}, min_steps={self.min_steps})"
+        )
+
+    def decide(
+        self,
+        curve: Mapping[int, float],
+        others: Sequence[LearningCurve | Mapping[int, float]],
+        direction: str = "minimize",
+        *,
+        number: int | None = None,
+    ) -> dict[str, Any]:
+        """Whether to stop now; ``best`` and ``median`` (in the curve's units) say why.
+
+        See :meth:`CurveScheduler.decide` for the parameters.
+        """
+        sign, steps, curves = self._prepare(curve, others, direction)
+        out: dict[str, Any] = {"stop": False, "step": None, "best": None, "median": None}
+        if not steps:
+            out["reason"] = "no finite value reported yet"
+            return out
+        s = steps[-1]
+        out["step"] = s
+        if len(steps) < self.min_steps:
+            out["reason"] = f"{len(steps)} values reported, fewer than min_steps={self.min_steps}"
+            return out
+        if s < self.n_warmup_steps:
+            out["reason"] = f"step {s} is below n_warmup_steps={self.n_warmup_steps}"
+            return out
+        complete = [c for c in curves if c.state is TrialState.COMPLETE]
+        if len(complete) < self.n_startup_trials:
+            out["reason"] = (
+                f"{len(complete)} other trials complete, fewer than "
+                f"n_startup_trials={self.n_startup_trials}"
+            )
+            return out
+        at_s = [
+            sign * float(c.values[s])
+            for c in complete
+            if s in c.values and math.isfinite(c.values[s])
+        ]
+        if not at_s:
+            out["reason"] = f"no complete trial reported a value at step {s}"
+            return out
+        best = min(sign * float(curve[k]) for k in steps)
+        median = statistics.median(at_s)
+        out["best"], out["median"] = sign * best, sign * median
+        out["stop"] = best > median
+        out["reason"] = "worse than the median" if out["stop"] else "not worse than the median"
+        return out
+
+
+class SuccessiveHalving(CurveScheduler):
+    """Asynchronous successive halving (ASHA): keep the best 1/eta at each rung.
+
+    Rungs are at steps ``min_resource * reduction_factor**k`` below ``max_resource``.
+    When a trial reaches a rung (its first report at a step >= the rung), it goes on
+    only if its value there is among the best ``max(1, floor(n / eta))`` of the n
+    values recorded at that rung by all trials so far, itself included, whatever
+    their state (the promotion rule of Li et al., 2020); otherwise it is stopped.
+    Between two rungs the decision of the last rung reached stands.
+
+    Parameters
+    ----------
+    min_resource : int, default 1
+        The first rung (the step at which the first comparison is made).
+    reduction_factor : int, default 3
+        eta >= 2: the share of trials kept at a rung is 1/eta.
+    max_resource : int or None, default None
+        The step at which a trial is complete: no rung at or above it. None puts no
+        bound on the rungs.
+
+    Examples
+    --------
+    >>> from twiddle import SuccessiveHalving
+    >>> asha = SuccessiveHalving(min_resource=1, reduction_factor=2)
+    >>> others = [{1: 0.5}, {1: 0.6}, {1: 0.7}]
+    >>> asha.should_stop({1: 0.4}, others, "minimize")  # best of 4: in the top 2
+    False
+    >>> asha.should_stop({1: 0.65}, others, "minimize")  # third of 4
+    True
+    """
+
+    name = "halving"
+
+    def __init__(
+        self,
+        min_resource: int = 1,
+        reduction_factor: int = 3,
+        max_resource: int | None = None,
+    ) -> None:
+        where = type(self).__name__
+        self.min_resource = _req_int(min_resource, "min_resource", where, minimum=1)
+        self.reduction_factor = _req_int(reduction_factor, "reduction_factor", where, minimum=2)
+        self.max_resource = check_int(
+            max_resource, "max_resource", where, minimum=self.min_resource, allow_none=True
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"SuccessiveHalving(min_resource={self.min_resource}, "
+            f"reduction_factor={self.reduction_factor}, max_resource={self.max_resource})"
+        )
+
+    def rungs(self, up_to: int) -> list[int]:
+        """The rungs at steps <= ``up_to`` (and below ``max_resource``)."""
+        out: list[int] = []
+        r = self.min_resource
+        while r <= up_to and (self.max_resource is None or r < self.max_resource):
+            out.append(r)
+            r *= self.reduction_factor
+        return out
+
+    def decide(
+        self,
+        curve: Mapping[int, float],
+        others: Sequence[LearningCurve | Mapping[int, float]],
+        direction: str = "minimize",
+        *,
+        number: int | None = None,
+    ) -> dict[str, Any]:
+        """Whether to stop now; ``rung``, ``value``, ``n_values`` and ``n_keep`` say why.
+
+        See :meth:`CurveScheduler.decide` for the parameters.
+        """
+        sign, steps, curves = self._prepare(curve, others, direction)
+        return self._decide(sign, steps, curve, curves)
+
+    def _decide(
+        self,
+        sign: float,
+        steps: list[int],
+        curve: Mapping[int, float],
+        curves: Sequence[LearningCurve],
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {"stop": False, "step": steps[-1] if steps else None, "rung": None}
+        if not steps:
+            out["reason"] = "no finite value reported yet"
+            return out
+        rungs = self.rungs(steps[-1])
+        if not rungs:
+            out["reason"] = f"step {steps[-1]} is below the first rung"
+            return out
+        rung = rungs[-1]
+        own = _value_at_rung(curve, rung)
+        assert own is not None
+        values = [sign * own]
+        for c in curves:
+            v = _value_at_rung(c.values, rung)
+            if v is not None:
+                values.append(sign * v)
+        n_keep = max(1, len(values) // self.reduction_factor)
+        threshold = sorted(values)[n_keep - 1]
+        out.update(rung=rung, value=own, n_values=len(values), n_keep=n_keep)
+        out["stop"] = sign * own > threshold
+        out["reason"] = (
+            f"not in the best {n_keep} of {len(values)} at rung {rung}"
+            if out["stop"]
+            else f"in the best {n_keep} of {len(values)} at rung {rung}"
+        )
+        return out
+
+
+_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+
+
+class Hyperband(CurveScheduler):
+    """Hyperband: several ASHA brackets that start halving at different steps.
+
+    With ``B = floor(log_eta(max_resource / min_resource)) + 1`` brackets, bracket b
+    is a :class:`SuccessiveHalving` with ``min_resource * eta**b`` as its first rung
+    and the same ``max_resource`` and eta; a trial is compared only with the trials of
+    its own bracket. Bracket 0 halves from the first step and bracket B - 1 runs every
+    trial to ``max_resource``; the brackets hedge against a wrong guess of how early
+    a learning curve tells good from bad (Li et al., 2018).
+
+    Bracket assignment is deterministic by trial number, as in Optuna's Hyperband
+    pruner, with the weights of the Hyperband paper: bracket b gets a share
+    proportional to ``n_b = ceil(B / (B - b)) * eta**(B - 1 - b)`` (the number of
+    configurations bracket s = B - 1 - b starts with in Hyperband, so each bracket
+    uses roughly the same budget). Trial n goes to the bracket whose interval of the
+    cumulative shares contains ``frac(n * (sqrt(5) - 1) / 2)``: this Weyl sequence
+    spreads consecutive trials over the brackets in proportion to their shares, so a
+    short study still sees every bracket, and the same number always maps to the
+    same bracket (in the driver, in a worker, and on resume).
+
+    Parameters
+    ----------
+    min_resource : int, default 1
+        First rung of the most aggressive bracket.
+    max_resource : int
+        The step at which a trial is complete (required; >= ``min_resource``).
+    reduction_factor : int, default 3
+        eta >= 2.
+
+    Examples
+    --------
+    >>> from twiddle import Hyperband
+    >>> hb = Hyperband(min_resource=1, max_resource=27, reduction_factor=3)
+    >>> hb.n_brackets, [b.min_resource for b in hb.brackets]
+    (4, [1, 3, 9, 27])
+    >>> hb.weights
+    [27, 18, 6, 4]
+    """
+
+    name = "hyperband"
+
+    def __init__(
+        self,
+        min_resource: int = 1,
+        max_resource: int | None = None,
+        reduction_factor: int = 3,
+    ) -> None:
+        where = "Hyperband"
+        r = _req_int(min_resource, "min_resource", where, minimum=1)
+        big_r = _req_int(max_resource, "max_resource", where, minimum=r)
+        eta = _req_int(reduction_factor, "reduction_factor", where, minimum=2)
+        self.min_resource, self.max_resource, self.reduction_factor = r, big_r, eta
+        n = 0
+        while r * eta ** (n + 1) <= big_r:
+            n += 1
+        self.n_brackets = n + 1
+        self.brackets = [
+            SuccessiveHalving(r * eta**b, eta, self.max_resource) for b in range(self.n_brackets)
+        ]
+        nb = self.n_brackets
+        self.weights = [math.ceil(nb / (nb - b)) * eta ** (nb - 1 - b) for b in range(nb)]
+
+    def __repr__(self) -> str:
+        return (
+            f"Hyperband(min_resource={self.min_resource}, max_resource={self.max_resource}, "
+            f"reduction_factor={self.reduction_factor})"
+        )
+
+    def bracket(self, number: int) -> int:
+        """The bracket (0 = most aggressive) of trial ``number``."""
+        u = (int(number) * _GOLDEN) % 1.0
+        total = sum(self.weights)
+        acc = 0
+        for b, w in enumerate(self.weights):
+            acc += w
+            if u < acc / total:
+                return b
+        return self.n_brackets - 1
+
+    def decide(
+        self,
+        curve: Mapping[int, float],
+        others: Sequence[LearningCurve | Mapping[int, float]],
+        direction: str = "minimize",
+        *,
+        number: int | None = None,
+    ) -> dict[str, Any]:
+        """Whether to stop now, by the trial's bracket; ``bracket`` says which.
+
+        ``number`` picks the trial's bracket (None: bracket 0). Other curves without a
+        number are counted in every bracket. See :meth:`CurveScheduler.decide`.
+        """
+        sign, steps, curves = self._prepare(curve, others, direction)
+        b = 0 if number is None else self.bracket(number)
+        mine = [c for c in curves if c.number is None or self.bracket(c.number) == b]
+        out = self.brackets[b]._decide(sign, steps, curve, mine)
+        out["bracket"] = b
+        return out
+
+
+def make_curve_scheduler(scheduler: Any, where: str) -> CurveScheduler | None:
+    """A learning-curve scheduler from None, ``"median"``, ``"halving"`` or an instance.
+
+    ``"median"`` is ``MedianStopping()`` and ``"halving"`` is ``SuccessiveHalving()``;
+    Hyperband needs its ``max_resource``, so it is given as an object.
+    """
+    if scheduler is None or isinstance(scheduler, CurveScheduler):
+        return scheduler
+    if isinstance(scheduler, str) and scheduler == "median":
+        return MedianStopping()
+    if isinstance(scheduler, str) and scheduler == "halving":
+        return SuccessiveHalving()
+    hint = ""
+    if isinstance(scheduler, FoldRacing) or scheduler == "racing":
+        hint = " Fold racing stops cross-validated trials: pass it to twiddle.tune()."
+    elif scheduler == "hyperband":
+        hint = " Hyperband needs its max_resource: pass twiddle.Hyperband(max_resource=...)."
+    raise InvalidParameterError(
+        f"The 'scheduler' parameter of {where} must be None, 'median', 'halving' or a "
+        "twiddle.MedianStopping, SuccessiveHalving or Hyperband. "
+        f"Got {scheduler!r} instead.{hint}"
     )

@@ -27,6 +27,7 @@ from twiddle._errors import (
     WorkerCrashedError,
 )
 from twiddle._samplers import GridSampler, History, Sampler, make_sampler
+from twiddle._schedulers import CurveScheduler, LearningCurve, make_curve_scheduler
 from twiddle._space import Categorical, Config, Dimension, Float, Int, Space, dimension_from_json
 from twiddle._storage import Storage, get_storage
 from twiddle._tasks import ObjectiveTask, Shipment, TaskResult, check_value, format_exception
@@ -105,6 +106,10 @@ class Trial:
         self._distributions: dict[str, Any] = {}
         self._intermediate: dict[int, float] = {}
         self._user_attrs: dict[str, Any] = {}
+        # Learning-curve scheduler, the other trials' curves it compares with, direction.
+        self._scheduler: CurveScheduler | None = None
+        self._others: Sequence[LearningCurve] = ()
+        self._direction = "minimize"
 
     @classmethod
     def _for_task(
@@ -113,8 +118,13 @@ class Trial:
         proposal: Mapping[str, Any],
         seed: int,
         space_json: Mapping[str, Any] | None,
+        scheduler: CurveScheduler | None = None,
+        others: Sequence[LearningCurve] = (),
+        direction: str = "minimize",
     ) -> Trial:
-        return cls(number, proposal, seed, space_json)
+        trial = cls(number, proposal, seed, space_json)
+        trial._scheduler, trial._others, trial._direction = scheduler, others, direction
+        return trial
 
     @property
     def params(self) -> dict[str, Any]:
@@ -186,8 +196,18 @@ class Trial:
         self._intermediate[step] = v
 
     def should_prune(self) -> bool:
-        """Whether a scheduler asks this trial to stop. No scheduler is attached yet: False."""
-        return False
+        """Whether the study's scheduler asks this trial to stop now (False without one).
+
+        The scheduler given to ``Study.optimize(scheduler=...)`` applies its rule to this
+        trial's reported values and to the other trials' curves as known when the trial
+        was dispatched. On True, raise :class:`twiddle.TrialPruned`: the trial is then
+        PRUNED with the values it reported.
+        """
+        if self._scheduler is None:
+            return False
+        return self._scheduler.should_stop(
+            self._intermediate, self._others, self._direction, number=self.number
+        )
 
     def set_user_attr(self, key: str, value: Any) -> None:
         """Attach a JSON-serialisable annotation to the trial."""
@@ -250,16 +270,32 @@ class ObjectiveEvaluator:
 
     n_tasks = 1
 
-    def __init__(self, objective: Callable[..., Any], space: Space | None, ship: bool) -> None:
+    def __init__(
+        self,
+        objective: Callable[..., Any],
+        space: Space | None,
+        ship: bool,
+        scheduler: CurveScheduler | None = None,
+        direction: str = "minimize",
+        curves: Callable[[int], Sequence[LearningCurve]] | None = None,
+    ) -> None:
         self.style = _call_style(objective, space is not None)
         self.space_json = None if space is None else space.to_json()
         self.objective: Any = Shipment(objective) if ship else objective
+        self.scheduler = scheduler
+        self.direction = direction
+        self.curves = curves  # number -> the other trials' curves, taken at dispatch
 
     def make_task(self, trial: FrozenTrial, index: int, seed: int) -> Callable[[], TaskResult]:
         proposal = dict(trial.params) or dict(trial.system_attrs.get("proposal", {}))
-        return ObjectiveTask(
+        task = ObjectiveTask(
             self.objective, trial.number, proposal, seed, self.space_json, self.style
         )
+        if self.scheduler is not None and self.curves is not None:
+            task.scheduler = self.scheduler
+            task.direction = self.direction
+            task.others = tuple(self.curves(trial.number))
+        return task
 
     def combine(self, trial: FrozenTrial, results: Sequence[TaskResult | None]) -> dict[str, Any]:
         r = results[0]
@@ -812,6 +848,7 @@ class Study:
         n_jobs: int = 1,
         executor: cf.Executor | None = None,
         callbacks: Sequence[Callable[[Study, FrozenTrial], None]] = (),
+        scheduler: str | CurveScheduler | None = None,
     ) -> None:
         """Run trials of ``objective``.
 
@@ -833,6 +870,13 @@ class Study:
             ``n_jobs`` then caps the tasks in flight.
         callbacks : sequence of callable
             ``callback(study, trial)`` after each finished trial, in this process.
+        scheduler : None, "median", "halving" or a learning-curve scheduler
+            :class:`twiddle.MedianStopping`, :class:`twiddle.SuccessiveHalving` or
+            :class:`twiddle.Hyperband`: ``trial.should_prune()`` then answers with
+            its rule, applied where the objective runs to the trial's reported
+            values and to a snapshot of the other trials' curves taken when the
+            trial was dispatched (with ``n_jobs=1``, the whole study history; with
+            workers, the trials finished by then). None: it is always False.
 
         Raises
         ------
@@ -843,15 +887,27 @@ class Study:
             raise InvalidParameterError(
                 f"The 'objective' parameter of Study.optimize must be callable. Got {objective!r}."
             )
+        sched = make_curve_scheduler(scheduler, "Study.optimize")
         ship = executor is not None or n_jobs > 1
+        evaluator = ObjectiveEvaluator(
+            objective, self.space, ship, sched, self.direction, self._curves
+        )
         self._run(
-            ObjectiveEvaluator(objective, self.space, ship),
+            evaluator,
             n_trials=n_trials,
             timeout=timeout,
             n_jobs=n_jobs,
             executor=executor,
             callbacks=callbacks,
         )
+
+    def _curves(self, number: int) -> list[LearningCurve]:
+        """The learning curves of the trials other than ``number`` that reported one."""
+        return [
+            LearningCurve(t.intermediate, t.state, t.number)
+            for t in self._trials
+            if t.intermediate and t.number != number
+        ]
 
     def _run(
         self,

@@ -116,12 +116,25 @@ class ObjectiveTask:
     seed: int
     space_json: dict[str, Any] | None
     call_style: str  # "trial" or "config"
+    # A learning-curve scheduler, and the snapshot of the other trials' curves taken by
+    # the driver at dispatch, for Trial.should_prune() to decide here.
+    scheduler: Any = None
+    others: tuple[Any, ...] = ()
+    direction: str = "minimize"
 
     def __call__(self) -> TaskResult:
         from twiddle._study import Trial  # avoid an import cycle
 
         fn = self.objective.obj if isinstance(self.objective, Shipment) else self.objective
-        trial = Trial._for_task(self.number, self.proposal, self.seed, self.space_json)
+        trial = Trial._for_task(
+            self.number,
+            self.proposal,
+            self.seed,
+            self.space_json,
+            scheduler=self.scheduler,
+            others=self.others,
+            direction=self.direction,
+        )
         result = TaskResult(state=TrialState.FAIL, worker=worker_id())
         try:
             arg: Any = trial if self.call_style == "trial" else dict(trial.params)
