@@ -29,3 +29,33 @@ def scaled_svc(**svc_params: Any) -> Pipeline:
         Steps ``"scale"`` and ``"clf"``; tune the SVC as ``clf__C``, ``clf__gamma``, ...
     """
     return Pipeline([("scale", StandardScaler()), ("clf", SVC(**svc_params))])
+
+
+def polynomial_blr(**blr_params: Any) -> Pipeline:
+    """Polynomial features, then Bayesian linear regression fitted by evidence.
+
+    The classic case of model selection by evidence: the polynomial degree (and
+    whether each weight gets its own prior precision, ``ard``) is chosen by the log
+    evidence of the final step, whose noise and weight precisions are fitted inside.
+
+    Parameters
+    ----------
+    **blr_params
+        Fixed hyperparameters of the
+        :class:`~twiddle.evidence.BayesianLinearRegression` step.
+
+    Returns
+    -------
+    sklearn.pipeline.Pipeline
+        Steps ``"poly"`` and ``"blr"``; tune them as ``poly__degree``, ``blr__ard``, ...
+    """
+    from sklearn.preprocessing import PolynomialFeatures
+
+    from twiddle.evidence import BayesianLinearRegression
+
+    return Pipeline(
+        [
+            ("poly", PolynomialFeatures(include_bias=False)),
+            ("blr", BayesianLinearRegression(**blr_params)),
+        ]
+    )

@@ -58,6 +58,7 @@ from twiddle._trial import FrozenTrial, TrialState
 __all__ = ["main"]
 
 _PROG = "twiddle"
+_EVIDENCE = "log evidence"  # metric name of evidence studies ([run] method = "evidence")
 _STATE_ORDER = (
     TrialState.COMPLETE,
     TrialState.PRUNED,
@@ -309,7 +310,9 @@ def _trials_table(
         )
         table.add_column("trial", justify="right", no_wrap=True)
         table.add_column("state", no_wrap=True)
-        table.add_column(f"{metric} ± se", justify="right", no_wrap=True)
+        # log evidence comes from one fit, with no standard error
+        header = metric if metric == _EVIDENCE else f"{metric} ± se"
+        table.add_column(header, justify="right", no_wrap=True)
         return table
 
     def fixed(t: FrozenTrial) -> list[str]:
@@ -340,6 +343,8 @@ def _state_counts(trials: Sequence[FrozenTrial]) -> str:
 
 def _metric_of(study: Any) -> str:
     record = study.storage.get_study(study.name)
+    if record is not None and "evidence_plan" in record.user_attrs:
+        return _EVIDENCE
     plan = record.user_attrs.get("cv_plan") if record is not None else None
     if isinstance(plan, dict) and isinstance(plan.get("metric"), str):
         return str(plan["metric"])
@@ -520,27 +525,47 @@ def _cmd_run(args: argparse.Namespace) -> int:
             best=max(complete) if complete else None,
         )
         started = time.monotonic()
+        result: Any  # a TuneResult or an EvidenceTuneResult; both have study_
         with reporter:
-            result = tune(
-                prepared.estimator,
-                spec.space,
-                prepared.X,
-                prepared.y,
-                cv=prepared.splits,
-                scoring=prepared.scoring,
-                metric=prepared.metric,
-                groups=prepared.groups,
-                n_trials=remaining,
-                timeout=spec.timeout,
-                sampler=spec.sampler,
-                seed=spec.seed,
-                n_jobs=spec.n_jobs,
-                storage=storage,
-                study_name=spec.name,
-                error_score=spec.cv.error_score,
-                refit=False,
-                callbacks=[reporter],
-            )
+            if spec.method == "evidence":
+                from twiddle.evidence._tuning import tune_evidence
+
+                result = tune_evidence(
+                    prepared.estimator,
+                    spec.space,
+                    prepared.X,
+                    prepared.y,
+                    n_trials=remaining,
+                    timeout=spec.timeout,
+                    sampler=spec.sampler,
+                    seed=spec.seed,
+                    n_jobs=spec.n_jobs,
+                    storage=storage,
+                    study_name=spec.name,
+                    refit=False,
+                    callbacks=[reporter],
+                )
+            else:
+                result = tune(
+                    prepared.estimator,
+                    spec.space,
+                    prepared.X,
+                    prepared.y,
+                    cv=prepared.splits,
+                    scoring=prepared.scoring,
+                    metric=prepared.metric,
+                    groups=prepared.groups,
+                    n_trials=remaining,
+                    timeout=spec.timeout,
+                    sampler=spec.sampler,
+                    seed=spec.seed,
+                    n_jobs=spec.n_jobs,
+                    storage=storage,
+                    study_name=spec.name,
+                    error_score=spec.cv.error_score,
+                    refit=False,
+                    callbacks=[reporter],
+                )
         elapsed = time.monotonic() - started
         study = result.study_
         total = sum(1 for t in study.trials if t.state.is_finished)

@@ -17,7 +17,7 @@ Layout of a spec (only ``[data]``, ``[estimator]`` and ``[space.*]`` are require
                      choices, when
     [derived.NAME]   type = "repeat", value, times
     [cv]             folds, shuffle, groups, scoring, metric, error_score
-    [run]            n_trials, timeout, n_jobs
+    [run]            method ("cv" | "evidence"), n_trials, timeout, n_jobs
 
 Rules
 -----
@@ -40,6 +40,12 @@ Rules
 - **CSV files** have a header row; features must be numeric (empty, ``NA`` and
   ``nan`` cells become NaN); the target is read as integers, else floats, else
   strings; ``[cv] groups`` names a column of group labels that no fold splits.
+- **Method.** ``[run] method = "cv"`` (the default) scores each configuration by
+  k-fold cross-validation. ``method = "evidence"`` scores it by the log evidence
+  (``log_evidence_``) of one fit on all the data, for estimators that compute it,
+  such as :class:`twiddle.evidence.BayesianLinearRegression` (or a Pipeline ending
+  in one); the study maximises it (:func:`twiddle.evidence.tune_evidence`). With
+  ``method = "evidence"`` a ``[cv]`` table is an error, since it would be ignored.
 - **Shuffled folds** use ``seed`` as their random state (0 when the spec has no
   seed), so a resumed study keeps the same folds.
 """
@@ -86,7 +92,7 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "space": (),
     "derived": (),
     "cv": ("folds", "shuffle", "groups", "scoring", "metric", "error_score"),
-    "run": ("n_trials", "timeout", "n_jobs"),
+    "run": ("method", "n_trials", "timeout", "n_jobs"),
 }
 
 _DIMENSION_KEYS = {
@@ -95,6 +101,8 @@ _DIMENSION_KEYS = {
     "categorical": ("type", "choices", "when"),
 }
 _DERIVED_KEYS = ("type", "value", "times")
+#: How ``twiddle run`` scores a configuration (``[run] method``).
+METHODS = ("cv", "evidence")
 #: Sampler names a spec may give (those :func:`twiddle._samplers.make_sampler` knows).
 SAMPLERS: tuple[str, ...] = SAMPLER_NAMES
 _SQLITE_PREFIX = "sqlite:///"
@@ -287,6 +295,8 @@ class RunSpec:
         Seconds after which this invocation starts no new trial.
     n_jobs : int
         Worker processes (1 runs trials in this process).
+    method : {"cv", "evidence"}
+        Score configurations by cross-validation, or by the log evidence of one fit.
     """
 
     path: Path
@@ -302,6 +312,7 @@ class RunSpec:
     n_trials: int | None
     timeout: float | None
     n_jobs: int
+    method: str = "cv"
 
     @property
     def directory(self) -> Path:
@@ -357,6 +368,17 @@ class RunSpec:
         _check_addresses(estimator, self.space, self.estimator, err)
         _check_configurations(estimator, self.space, err)
         X, y, groups = _load_data(self.data, self.cv.groups, err)
+        if self.method == "evidence":  # one fit on all the data: no folds, no scorer
+            return Prepared(
+                estimator=estimator,
+                X=X,
+                y=y,
+                groups=None,
+                splits=[],
+                scoring=None,
+                metric="log evidence",
+                classifier=bool(is_classifier(estimator)),
+            )
         scoring: str | list[str] | None = (
             list(self.cv.scoring) if isinstance(self.cv.scoring, tuple) else self.cv.scoring
         )
@@ -394,7 +416,7 @@ class Prepared:
     y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
     groups : ndarray of shape (n_samples,) or None
     splits : list of (ndarray, ndarray)
-        The (train, test) indices of each fold.
+        The (train, test) indices of each fold (empty with ``method = "evidence"``).
     scoring : str, list of str or None
     metric : str
         Name of the optimised score ("score" when the spec gives no scoring).
@@ -597,6 +619,13 @@ class _Reader:
             )
         run = self.table(doc, "run")
         self.keys(run, "[run]", TABLE_KEYS["run"])
+        method = self.string(run, "method", "[run]", METHODS) or "cv"
+        if method == "evidence" and "cv" in doc:
+            raise self.err(
+                "[run] method = 'evidence' scores each configuration by the log evidence of "
+                "one fit on all the data, so the [cv] table would be ignored; remove it, or "
+                "set method = 'cv'."
+            )
         n_trials = self.integer(run, "n_trials", "[run]", 1)
         timeout: float | None = None
         if "timeout" in run:
@@ -629,6 +658,7 @@ class _Reader:
             n_trials=n_trials,
             timeout=timeout,
             n_jobs=n_jobs,
+            method=method,
         )
 
     def read_data(self, table: Mapping[str, Any], present: bool) -> DataSpec:

@@ -37,19 +37,25 @@ def test_public_names():
         [
             "BayesianLinearRegression",
             "ConvergenceWarning",
+            "EvidenceTuneResult",
             "GPRegressor",
             "Gamma",
             "HalfCauchy",
             "InferenceError",
             "InferenceResult",
             "InverseGamma",
+            "LaplaceFit",
             "LogNormal",
             "LogUniform",
             "Normal",
             "Prior",
             "Uniform",
+            "evidence_of",
+            "fit_laplace_hyperparameters",
             "infer",
+            "laplace_evidence",
             "linear_evidence",
+            "tune_evidence",
         ]
     )
     for name in twiddle.evidence.__all__:

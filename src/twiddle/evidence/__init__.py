@@ -54,12 +54,20 @@ from twiddle.evidence._priors import (
 
 if TYPE_CHECKING:
     from twiddle.evidence._gpr import GPRegressor
+    from twiddle.evidence._laplace import LaplaceFit, fit_laplace_hyperparameters, laplace_evidence
     from twiddle.evidence._linear import BayesianLinearRegression, linear_evidence
+    from twiddle.evidence._tuning import EvidenceTuneResult, evidence_of, tune_evidence
 
 _LAZY = {
     "BayesianLinearRegression": "twiddle.evidence._linear",
     "linear_evidence": "twiddle.evidence._linear",
     "GPRegressor": "twiddle.evidence._gpr",
+    "LaplaceFit": "twiddle.evidence._laplace",
+    "fit_laplace_hyperparameters": "twiddle.evidence._laplace",
+    "laplace_evidence": "twiddle.evidence._laplace",
+    "EvidenceTuneResult": "twiddle.evidence._tuning",
+    "evidence_of": "twiddle.evidence._tuning",
+    "tune_evidence": "twiddle.evidence._tuning",
 }
 
 
@@ -82,17 +90,23 @@ def __dir__() -> list[str]:
 __all__ = [
     "BayesianLinearRegression",
     "ConvergenceWarning",
+    "EvidenceTuneResult",
     "GPRegressor",
     "Gamma",
     "HalfCauchy",
     "InferenceError",
     "InferenceResult",
     "InverseGamma",
+    "LaplaceFit",
     "LogNormal",
     "LogUniform",
     "Normal",
     "Prior",
     "Uniform",
+    "evidence_of",
+    "fit_laplace_hyperparameters",
     "infer",
+    "laplace_evidence",
     "linear_evidence",
+    "tune_evidence",
 ]
