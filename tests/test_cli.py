@@ -420,10 +420,11 @@ def test_progress_reporter_counts(monkeypatch: pytest.MonkeyPatch) -> None:
         reporter(None, FrozenTrial(number=2, state=TrialState.COMPLETE, params={}, value=0.75))
         reporter(None, FrozenTrial(number=3, state=TrialState.FAIL, params={}))
         reporter(None, FrozenTrial(number=4, state=TrialState.COMPLETE, params={}, value=0.6))
+        reporter(None, FrozenTrial(number=5, state=TrialState.PRUNED, params={}, value=0.9))
     task = reporter.progress.tasks[0]
-    assert task.completed == 5
+    assert task.completed == 6
     assert task.total == 5
-    assert task.fields == {"best": "0.7500", "failed": 2}
+    assert task.fields == {"best": "0.7500", "failed": 2, "pruned": 1}
 
 
 # -- real processes -------------------------------------------------------------------------
@@ -505,3 +506,27 @@ def test_memory_storage_keeps_nothing(tmp_path: Path, capsys: pytest.CaptureFixt
     assert code == 0, err
     assert "kept in memory only" in out
     assert not (tmp_path / "tiny.db").exists()
+
+
+def test_racing_from_the_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # depth-1 trees are clearly worse on iris than deeper ones: racing stops some of them
+    text = TINY.replace("n_trials = 4", 'n_trials = 12\nscheduler = "racing"')
+    text = text.replace("folds = 3", "folds = 10\nshuffle = true")
+    spec = write(tmp_path, text)
+    code, _, err = run(capsys, "run", str(spec), "--no-progress")
+    assert code == 0, err
+    trials = stored(tmp_path / "tiny.db")
+    assert len(trials) == 12
+    pruned = [t for t in trials if t.state is TrialState.PRUNED]
+    assert pruned  # a seeded run: depth-1 trees are raced out
+    for t in pruned:
+        assert None in t.fold_scores and "racing" in t.system_attrs
+    assert sum(t.n_folds_done for t in trials) <= 12 * 10
+
+
+def test_racing_with_evidence_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = TINY.replace("n_trials = 4", 'n_trials = 4\nscheduler = "halving"')
+    code, _, err = run(capsys, "run", str(write(tmp_path, text)), "--no-progress")
+    assert code == 2 and "scheduler" in err

@@ -433,15 +433,18 @@ class _ProgressReporter:
         done: int,
         failed: int,
         best: float | None,
+        pruned: int = 0,
     ) -> None:
         console = Console(stderr=True)
         self.best = best
         self.failed = failed
+        self.pruned = pruned
         self.progress = Progress(
             TextColumn("trials"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("best {task.fields[best]}"),
+            TextColumn("pruned {task.fields[pruned]}"),
             TextColumn("failed {task.fields[failed]}"),
             TimeElapsedColumn(),
             TextColumn("left"),
@@ -450,7 +453,12 @@ class _ProgressReporter:
             disable=not (enabled and console.is_terminal),
         )
         self.task = self.progress.add_task(
-            "trials", total=total, completed=done, best=self._best_text(), failed=failed
+            "trials",
+            total=total,
+            completed=done,
+            best=self._best_text(),
+            failed=failed,
+            pruned=pruned,
         )
 
     def _best_text(self) -> str:
@@ -466,13 +474,21 @@ class _ProgressReporter:
     def __call__(self, study: Any, trial: FrozenTrial) -> None:
         if trial.state is TrialState.FAIL:
             self.failed += 1
+        if trial.state is TrialState.PRUNED:
+            self.pruned += 1
         if (
             trial.state is TrialState.COMPLETE
             and trial.value is not None
             and (self.best is None or trial.value > self.best)
         ):
             self.best = trial.value
-        self.progress.update(self.task, advance=1, best=self._best_text(), failed=self.failed)
+        self.progress.update(
+            self.task,
+            advance=1,
+            best=self._best_text(),
+            failed=self.failed,
+            pruned=self.pruned,
+        )
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -522,6 +538,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             total=spec.n_trials,
             done=finished,
             failed=sum(1 for t in before if t.state is TrialState.FAIL),
+            pruned=sum(1 for t in before if t.state is TrialState.PRUNED),
             best=max(complete) if complete else None,
         )
         started = time.monotonic()
@@ -565,6 +582,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     error_score=spec.cv.error_score,
                     refit=False,
                     callbacks=[reporter],
+                    scheduler=spec.scheduler,
                 )
         elapsed = time.monotonic() - started
         study = result.study_

@@ -17,7 +17,8 @@ Layout of a spec (only ``[data]``, ``[estimator]`` and ``[space.*]`` are require
                      choices, when
     [derived.NAME]   type = "repeat", value, times
     [cv]             folds, shuffle, groups, scoring, metric, error_score
-    [run]            method ("cv" | "evidence"), n_trials, timeout, n_jobs
+    [run]            method ("cv" | "evidence"), scheduler ("racing"), n_trials, timeout,
+                     n_jobs
 
 Rules
 -----
@@ -92,7 +93,7 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "space": (),
     "derived": (),
     "cv": ("folds", "shuffle", "groups", "scoring", "metric", "error_score"),
-    "run": ("method", "n_trials", "timeout", "n_jobs"),
+    "run": ("method", "scheduler", "n_trials", "timeout", "n_jobs"),
 }
 
 _DIMENSION_KEYS = {
@@ -297,6 +298,9 @@ class RunSpec:
         Worker processes (1 runs trials in this process).
     method : {"cv", "evidence"}
         Score configurations by cross-validation, or by the log evidence of one fit.
+    scheduler : {"racing"} or None
+        Fold racing: stop a configuration after a fold once it is confidently worse
+        than the best so far on the same folds (method "cv" only).
     """
 
     path: Path
@@ -313,6 +317,7 @@ class RunSpec:
     timeout: float | None
     n_jobs: int
     method: str = "cv"
+    scheduler: str | None = None
 
     @property
     def directory(self) -> Path:
@@ -626,6 +631,12 @@ class _Reader:
                 "one fit on all the data, so the [cv] table would be ignored; remove it, or "
                 "set method = 'cv'."
             )
+        scheduler = self.string(run, "scheduler", "[run]", ("racing",))
+        if scheduler is not None and method == "evidence":
+            raise self.err(
+                "[run] scheduler = 'racing' stops configurations between folds, and "
+                "method = 'evidence' has no folds; remove one of them."
+            )
         n_trials = self.integer(run, "n_trials", "[run]", 1)
         timeout: float | None = None
         if "timeout" in run:
@@ -659,6 +670,7 @@ class _Reader:
             timeout=timeout,
             n_jobs=n_jobs,
             method=method,
+            scheduler=scheduler,
         )
 
     def read_data(self, table: Mapping[str, Any], present: bool) -> DataSpec:
