@@ -99,3 +99,22 @@ def test_keyboard_interrupt_with_workers_leaves_storage_consistent(tmp_path):
     assert TrialState.RUNNING not in {t.state for t in again.trials}
     again.optimize(lambda c: c["x"], n_trials=6)
     assert TrialState.WAITING not in {t.state for t in again.trials}
+
+
+def test_a_broken_executor_interrupts_the_run_and_requeues_healthy_trials(tmp_path):
+    url = f"sqlite:///{tmp_path / 'broken.db'}"
+    space = Space({"x": Float(0.0, 1.0)})
+    study = Study(name="b", storage=url, space=space, sampler="random", seed=0)
+
+    def objective(config):
+        return config["x"]
+
+    with cf.ProcessPoolExecutor(1) as pool:
+        pool.submit(os._exit, 1)  # a worker dies: the standard pool breaks as a whole
+        with pytest.raises(cf.process.BrokenProcessPool):
+            study.optimize(objective, n_trials=3, executor=pool)
+    again = Study(name="b", storage=url)
+    states = {t.state for t in again.trials}
+    assert TrialState.FAIL not in states and TrialState.RUNNING not in states
+    again.optimize(objective, n_trials=3)
+    assert sum(t.state is TrialState.COMPLETE for t in again.trials) >= 3

@@ -334,9 +334,57 @@ def test_stale_running_trial_from_dead_process_is_requeued(tmp_path):
         lease_until=1.0,
     )
     again = Study(name="s", storage=url)
+    assert again.trials[0].state is TrialState.RUNNING  # opening a study writes nothing
+    again.optimize(lambda c: c["x"], n_trials=1)  # running it recovers the trial first
     t = again.trials[0]
-    assert t.state is TrialState.WAITING and t.attempt == 2
+    assert t.state is TrialState.COMPLETE and t.attempt == 2 and t.params == {"x": 0.5}
     assert "stopped before it finished" in t.system_attrs["interruptions"][0]
+
+
+def test_a_live_driver_on_this_host_keeps_its_trial_even_past_the_lease(tmp_path):
+    # a long inline trial cannot renew its lease; its driver (this process) is alive
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    study = Study(name="s", storage=url, space=Space({"x": Float(0, 1)}), seed=0)
+    import os
+    import socket
+
+    study.storage.create_trial(
+        study._study_id,
+        {"x": 0.5},
+        TrialState.RUNNING,
+        system_attrs={"driver": f"{socket.gethostname()}:{os.getppid()}"},
+        lease_until=1.0,
+    )
+    other = Study(name="s", storage=url)
+    other.ask()  # runs recovery: the parent process is alive, so trial 0 stays RUNNING
+    assert other.trials[0].state is TrialState.RUNNING
+
+
+def test_derived_python_function_in_the_space_works_with_optimize():
+    space = Space(
+        {"a": Int(1, 3), "b": Int(1, 3)}, derived={"c": twiddle.Derived(lambda a, b: a * b)}
+    )
+    study = Study(name="d", space=space, seed=0)
+    study.optimize(lambda config: config["a"], n_trials=3)
+    assert all(t.state is TrialState.COMPLETE for t in study.trials)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"value": 1.0, "state": "RUNNING"}, "'state' parameter of Study.tell"),
+        ({"value": 1.0, "state": "WAITING"}, "'state' parameter of Study.tell"),
+        ({"value": 1.0, "fail_reason": "oops"}, "'fail_reason'"),
+    ],
+)
+def test_tell_rejects_unfinished_states_and_stray_fail_reason(kwargs, needle):
+    study = Study(name="t", seed=0)
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    with pytest.raises(InvalidParameterError, match=needle):
+        study.tell(trial, **kwargs)
+    assert study.trials[0].state is TrialState.RUNNING
+    assert study.tell(trial, 1.0, state="pruned").state is TrialState.PRUNED
 
 
 def test_trial_suggest_conflict_and_report_errors():

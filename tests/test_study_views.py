@@ -78,7 +78,9 @@ def test_views_follow_every_change(kind, tmp_path):
     study.tell(asked, 1.0)
     _check_views(study)
     left = study.ask()  # left RUNNING, then found stale on the next run
-    study.storage.update_trial(study._study_id, left.number, lease_until=1.0)
+    # as if another host's driver ran it and its lease ran out
+    attrs = {**study.trials[left.number].system_attrs, "driver": "elsewhere:1"}
+    study.storage.update_trial(study._study_id, left.number, lease_until=1.0, system_attrs=attrs)
     study._trials[left.number] = study.storage.get_trial(study._study_id, left.number)
     assert study._recover_stale() == [left.number]
     _check_views(study)

@@ -11,6 +11,7 @@ import contextlib
 import inspect
 import json
 import os
+import pickle
 import socket
 import time
 from collections import deque
@@ -44,6 +45,13 @@ _RENEW_EVERY = 60.0
 
 def _driver_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _dims_json(space: Space | None) -> dict[str, Any] | None:
+    """The space's dimensions as JSON, for a trial: derived parameters (which may be
+    Python functions, not rebuildable from JSON) are the estimator's business, not the
+    objective's."""
+    return None if space is None else {"dims": space.to_json()["dims"]}
 
 
 def _pid_alive(pid: int) -> bool:
@@ -280,7 +288,7 @@ class ObjectiveEvaluator:
         curves: Callable[[int], Sequence[LearningCurve]] | None = None,
     ) -> None:
         self.style = _call_style(objective, space is not None)
-        self.space_json = None if space is None else space.to_json()
+        self.space_json = _dims_json(space)
         self.objective: Any = Shipment(objective) if ship else objective
         self.scheduler = scheduler
         self.direction = direction
@@ -485,7 +493,8 @@ class Study:
         self._record = record
         self._study_id = record.study_id
         self._stop = False
-        self._recover_stale()
+        # Opening a study never writes: trials left RUNNING by a dead process are
+        # recovered when this study next runs (optimize, tune, ask).
 
     # -- reading ---------------------------------------------------------------------
     @classmethod
@@ -653,11 +662,12 @@ class Study:
             t = self._trials[number]
             driver = str(t.system_attrs.get("driver", ""))
             dhost, _, dpid = driver.rpartition(":")
-            dead = False
-            if dhost == host and dpid.isdigit() and int(dpid) != os.getpid():
-                dead = not _pid_alive(int(dpid))
-            if t.lease_until is not None and t.lease_until < now:
-                dead = True
+            if dhost == host and dpid.isdigit():
+                # on this host the driver's process is the truth: a long inline trial
+                # cannot renew its lease, yet its driver is alive
+                dead = int(dpid) != os.getpid() and not _pid_alive(int(dpid))
+            else:
+                dead = t.lease_until is not None and t.lease_until < now
             if dead:
                 self._requeue(t, "the process running it stopped before it finished")
                 fixed.append(t.number)
@@ -773,15 +783,14 @@ class Study:
 
     def ask(self) -> Trial:
         """Start a trial for an external loop; finish it with :meth:`tell`."""
+        self._recover_stale()
         t = self._start_next()
         if t is None:
             raise InvalidParameterError(
                 f"The sampler {self.sampler!r} has no configuration left to propose."
             )
         proposal = dict(t.params) or dict(t.system_attrs.get("proposal", {}))
-        return Trial._for_task(
-            t.number, proposal, self._seed, None if self.space is None else self.space.to_json()
-        )
+        return Trial._for_task(t.number, proposal, self._seed, _dims_json(self.space))
 
     def tell(
         self,
@@ -808,7 +817,21 @@ class Study:
                 f"Trial {number} is {rec.state.value}, not RUNNING; only a trial started by ask() "
                 "can be told."
             )
-        st = TrialState(state) if isinstance(state, str) else state
+        finals = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        st = state
+        if isinstance(state, str):
+            st = next((s for s in finals if s.value == state.upper()), None)  # type: ignore[assignment]
+        if st not in finals:
+            raise InvalidParameterError(
+                "The 'state' parameter of Study.tell must be one of 'COMPLETE', 'PRUNED', "
+                f"'FAIL'. Got {state!r} instead."
+            )
+        assert isinstance(st, TrialState)
+        if fail_reason is not None and st is TrialState.COMPLETE:
+            raise InvalidParameterError(
+                "The 'fail_reason' parameter of Study.tell describes a FAIL or PRUNED trial; "
+                "leave it out for a COMPLETE one."
+            )
         fields: dict[str, Any] = {"datetime_complete": time.time(), "lease_until": None}
         if isinstance(trial, Trial):
             if self.space is None:
@@ -827,10 +850,6 @@ class Study:
             fields["value"] = v
         elif value is not None:
             fields["value"] = float(value)
-        elif st is TrialState.RUNNING or st is TrialState.WAITING:
-            raise InvalidParameterError(
-                "The 'state' parameter of Study.tell must be COMPLETE, PRUNED or FAIL."
-            )
         fields["state"] = st
         fields["fail_reason"] = fail_reason
         return self._set(rec, **fields)
@@ -1061,10 +1080,19 @@ class Study:
             return TaskResult(state=TrialState.FAIL, fail_reason=str(err), fold=idx)
         except cf.CancelledError:
             return TaskResult(state=TrialState.FAIL, fail_reason="task cancelled", fold=idx)
+        except cf.BrokenExecutor:
+            # the executor itself is broken: the running trials are interrupted, not
+            # failed; the caller re-queues them and the error reaches the user
+            raise
         except Exception as err:
+            hint = (
+                " (is the objective picklable?)"
+                if isinstance(err, (pickle.PicklingError, TypeError, AttributeError))
+                else ""
+            )
             return TaskResult(
                 state=TrialState.FAIL,
-                fail_reason="The task could not run (is the objective picklable?):\n"
+                fail_reason=f"The task could not run on the executor{hint}:\n"
                 + format_exception(err),
                 fold=idx,
             )
