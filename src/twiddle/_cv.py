@@ -154,6 +154,18 @@ class CVContext:
     space: Space | None
 
 
+def configure(estimator: Any, space: Space, config: Mapping[str, Any]) -> Any:
+    """A fresh clone of ``estimator`` with a configuration's estimator parameters set
+    (derived parameters computed, nested ``step__param`` names honoured)."""
+    from sklearn.base import clone
+
+    est = clone(estimator)
+    params = space.to_estimator_params(space.validate(config))
+    if params:
+        est.set_params(**params)
+    return est
+
+
 def fit_and_score(ctx: CVContext, params: Mapping[str, Any], fold: int) -> TaskResult:
     """Fit a fresh clone on the training part of ``fold``, score its test part."""
     from sklearn.base import clone
@@ -646,12 +658,7 @@ def tune(
     best = study.best_trial
     best_est = None
     if refit:
-        from sklearn.base import clone
-
-        best_est = clone(estimator)
-        params = space.to_estimator_params(study.best_params)
-        if params:
-            best_est.set_params(**params)
+        best_est = configure(estimator, space, study.best_params)
         best_est.fit(X, y)
     se = best.value_se
     return TuneResult(

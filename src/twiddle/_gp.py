@@ -291,10 +291,10 @@ class Hyperprior:
         return lp, g
 
 
-def theta_bounds(d: int, learn_noise: bool = True) -> np.ndarray:
+def theta_bounds(d: int) -> np.ndarray:
     """Array of shape (d + 2, 2) of bounds on the log hyperparameters."""
     b = [LOG_ELL_BOUNDS] * d + [LOG_S2_BOUNDS]
-    b.append(LOG_NU2_BOUNDS if learn_noise else (LOG_NU2_BOUNDS[0], LOG_NU2_BOUNDS[0] + 1e-9))
+    b.append(LOG_NU2_BOUNDS)
     return np.array(b, dtype=float)
 
 
@@ -307,7 +307,6 @@ def fit_map(
     extra_noise: np.ndarray | None = None,
     warm_start: np.ndarray | None = None,
     n_restarts: int = 2,
-    learn_noise: bool = True,
 ) -> tuple[np.ndarray, float, bool]:
     """Maximise log evidence + log hyperprior with multi-start L-BFGS-B in log space.
 
@@ -334,7 +333,7 @@ def fit_map(
         False when every start failed; ``theta`` is then the prior mean (or warm start).
     """
     d = S.shape[0]
-    bounds = theta_bounds(d, learn_noise)
+    bounds = theta_bounds(d)
 
     def neg(theta: np.ndarray) -> tuple[float, np.ndarray]:
         lml, g = log_evidence(theta, S, y, extra_noise)

@@ -422,36 +422,41 @@ def dimension_from_json(data: Mapping[str, Any]) -> Dimension:
     body = dict(data)
     kind = body.pop("type")
     when = body.pop("when", None)
-    try:
-        if kind == "float":
-            return Float(
-                body.pop("low"),
-                body.pop("high"),
-                log=body.pop("log", False),
-                step=body.pop("step", None),
-                when=when,
-            )
-        if kind == "int":
-            return Int(
-                body.pop("low"),
-                body.pop("high"),
-                log=body.pop("log", False),
-                step=body.pop("step", 1),
-                when=when,
-            )
-        if kind == "categorical":
-            return Categorical(body.pop("choices"), when=when)
-    except KeyError as err:
-        raise InvalidSpaceError(f"A {kind!r} dimension needs {err.args[0]!r}.") from None
-    finally:
-        if kind in ("float", "int", "categorical") and body:
-            raise InvalidSpaceError(
-                f"Unknown key(s) {sorted(body)} in a {kind!r} dimension; allowed: "
-                + ("choices, when" if kind == "categorical" else "low, high, log, step, when")
-                + "."
-            )
-    raise InvalidSpaceError(
-        f"Unknown dimension type {kind!r}; use 'float', 'int' or 'categorical'."
+    allowed = {
+        "float": ("low", "high", "log", "step"),
+        "int": ("low", "high", "log", "step"),
+        "categorical": ("choices",),
+    }
+    if kind not in allowed:
+        raise InvalidSpaceError(
+            f"Unknown dimension type {kind!r}; use 'float', 'int' or 'categorical'."
+        )
+    unknown = sorted(set(body) - set(allowed[kind]))
+    if unknown:
+        raise InvalidSpaceError(
+            f"Unknown key(s) {unknown} in a {kind!r} dimension; allowed: "
+            f"{', '.join([*allowed[kind], 'when'])}."
+        )
+    required = ("choices",) if kind == "categorical" else ("low", "high")
+    missing = [k for k in required if k not in body]
+    if missing:
+        raise InvalidSpaceError(f"A {kind!r} dimension needs {missing[0]!r}.")
+    if kind == "categorical":
+        return Categorical(body["choices"], when=when)
+    if kind == "float":
+        return Float(
+            body["low"],
+            body["high"],
+            log=body.get("log", False),
+            step=body.get("step"),
+            when=when,
+        )
+    return Int(
+        body["low"],
+        body["high"],
+        log=body.get("log", False),
+        step=body.get("step", 1),
+        when=when,
     )
 
 

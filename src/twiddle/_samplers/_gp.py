@@ -50,6 +50,7 @@ from twiddle._gp import (
 from twiddle._samplers._base import History, Sampler
 from twiddle._samplers._simple import SobolSampler
 from twiddle._space import Categorical, Config, Float, Int, Space
+from twiddle._threads import single_thread
 from twiddle._trial import TrialState
 
 
@@ -225,7 +226,7 @@ class GPSampler(Sampler):
     ) -> list[Config]:
         # GP matrices are small: BLAS threads only add contention (and are slower on a
         # busy machine by an order of magnitude), so the sampler runs single-threaded.
-        with _single_thread():
+        with single_thread():
             return self._suggest(space, history, rng, n)
 
     def _suggest(
@@ -468,19 +469,6 @@ def feature_map(space: Space) -> FeatureMap:
             kinds.append("numeric")
             choices.append(0)
     return FeatureMap.build(kinds, choices, [bool(space[k].when) for k in space])
-
-
-_CONTROLLER: Any = None
-
-
-def _single_thread() -> Any:
-    """Context manager limiting BLAS/OpenMP to one thread (the controller is built once)."""
-    global _CONTROLLER
-    if _CONTROLLER is None:
-        from threadpoolctl import ThreadpoolController
-
-        _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER.limit(limits=1)
 
 
 def _is_continuous(dim: Any) -> bool:

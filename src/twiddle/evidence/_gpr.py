@@ -49,10 +49,10 @@ from sklearn.base import BaseEstimator, RegressorMixin
 
 from twiddle import _gp
 from twiddle._errors import InvalidParameterError
+from twiddle._threads import single_thread
 from twiddle._validation import as_generator, check_choice, check_float, check_int
 from twiddle.evidence._infer import InferenceError
 from twiddle.evidence._priors import Prior
-from twiddle.evidence._threads import single_thread
 
 _WHERE = "GPRegressor"
 _KEYS = ("length_scale", "signal_variance", "noise_variance")

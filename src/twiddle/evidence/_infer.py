@@ -49,9 +49,9 @@ from scipy.optimize import minimize
 
 from twiddle._errors import InvalidParameterError, TwiddleError
 from twiddle._mcmc import effective_sample_size, slice_sample, split_rhat
+from twiddle._threads import single_thread
 from twiddle._validation import as_generator, check_choice, check_int
 from twiddle.evidence._priors import Prior
-from twiddle.evidence._threads import single_thread
 
 _WHERE = "infer"
 _PENALTY = 1e25  # objective reported to L-BFGS-B where the evidence is not finite

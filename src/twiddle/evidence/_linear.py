@@ -71,10 +71,10 @@ from scipy.linalg import cho_factor, cho_solve, eigh, svd
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from twiddle._errors import InvalidParameterError
+from twiddle._threads import single_thread
 from twiddle._validation import check_choice, check_float, check_int
 from twiddle.evidence._infer import ConvergenceWarning, InferenceResult, infer
 from twiddle.evidence._priors import Prior
-from twiddle.evidence._threads import single_thread
 
 _LOG2PI = math.log(2.0 * math.pi)
 _TINY = np.finfo(float).tiny

@@ -95,12 +95,9 @@ class _EvidenceObjective:
         self.y = y
 
     def __call__(self, trial: Any) -> float:
-        from sklearn.base import clone
+        from twiddle._cv import configure
 
-        est = clone(self.estimator)
-        params = self.space.to_estimator_params(self.space.validate(trial.params))
-        if params:
-            est.set_params(**params)
+        est = configure(self.estimator, self.space, trial.params)
         t0 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -289,12 +286,9 @@ def tune_evidence(
     best = study.best_trial
     best_est = None
     if refit:
-        from sklearn.base import clone
+        from twiddle._cv import configure
 
-        best_est = clone(estimator)
-        params = space.to_estimator_params(study.best_params)
-        if params:
-            best_est.set_params(**params)
+        best_est = configure(estimator, space, study.best_params)
         best_est.fit(X, y)
     return EvidenceTuneResult(
         best_params_=study.best_params,

@@ -1,6 +1,6 @@
-"""One-thread BLAS for the small linear algebra of evidence optimisation.
+"""One-thread BLAS for small linear algebra (the GP sampler, evidence optimisation).
 
-The matrices here are small (a few hyperparameters; a kernel matrix of a few hundred
+The matrices there are small (a few hyperparameters; a kernel matrix of a few hundred
 rows), where a multi-threaded BLAS spends more on waking its threads than it saves, and
 on a busy machine far more. Fits run with BLAS limited to one thread; parallelise
 across fits instead.
