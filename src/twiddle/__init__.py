@@ -35,6 +35,7 @@ from twiddle._schedulers import FoldRacing, Hyperband, MedianStopping, Successiv
 from twiddle._space import Categorical, Derived, Dimension, Float, Int, Repeat, Space
 from twiddle._storage import MemoryStorage, SQLiteStorage, Storage, get_storage
 from twiddle._study import Study, Trial
+from twiddle._termination import Terminator
 from twiddle._trial import FrozenTrial, TrialState
 
 __version__ = "0.1.0"
@@ -72,6 +73,7 @@ __all__ = [
     "StudyMismatchError",
     "SuccessiveHalving",
     "TPESampler",
+    "Terminator",
     "TrainingDivergedError",
     "Trial",
     "TrialPruned",
