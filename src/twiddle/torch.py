@@ -190,7 +190,13 @@ class _BaseMLP(BaseEstimator):
         check_int(self.batch_size, "batch_size", where, minimum=1)
         check_int(self.n_layers, "n_layers", where, minimum=0)
         check_int(self.width, "width", where, minimum=1)
-        check_float(self.weight_decay, "weight_decay", where, minimum=0.0)
+        if not (isinstance(self.weight_decay, str) and self.weight_decay == "evidence"):
+            if isinstance(self.weight_decay, str):
+                raise InvalidParameterError(
+                    f"The 'weight_decay' parameter of {where} must be a float >= 0 or "
+                    f"'evidence'. Got {self.weight_decay!r} instead."
+                )
+            check_float(self.weight_decay, "weight_decay", where, minimum=0.0)
         dropout = check_float(self.dropout, "dropout", where, minimum=0.0)
         if dropout is not None and dropout >= 1.0:
             raise InvalidParameterError(
@@ -235,9 +241,13 @@ class _BaseMLP(BaseEstimator):
             return _mlp(n_features, n_outputs, **arch)
         return _call_factory(self.module, n_features, n_outputs, arch)
 
+    def _by_evidence(self) -> bool:
+        return isinstance(self.weight_decay, str)
+
     def _make_optimizer(self, module: Any, lr: float) -> torch.optim.Optimizer:
         params = module.parameters()
-        wd = float(self.weight_decay)
+        # with weight_decay="evidence" the prior's penalty is part of the loss instead
+        wd = 0.0 if self._by_evidence() else float(self.weight_decay)
         if self.optimizer == "sgd":
             return torch.optim.SGD(params, lr=lr, momentum=float(self.momentum), weight_decay=wd)
         if self.optimizer == "adamw":
@@ -309,6 +319,7 @@ class _BaseMLP(BaseEstimator):
             self.module_ = module
             self.history_ = history
             self.n_iter_ = 0
+            online = _OnlineLaplace(self, int(self.epochs), Xt, yt) if self._by_evidence() else None
             for epoch in range(1, int(self.epochs) + 1):
                 module.train()
                 perm = torch.randperm(n_train, generator=gen)
@@ -320,6 +331,8 @@ class _BaseMLP(BaseEstimator):
                     value = float(loss.detach())
                     if not math.isfinite(value):
                         raise TrainingDivergedError(_diverged_message(epoch, value, first, lr))
+                    if online is not None:
+                        loss = loss + online.penalty(module)
                     loss.backward()
                     opt.step()
                     total += value * len(idx)
@@ -341,11 +354,15 @@ class _BaseMLP(BaseEstimator):
                     {"train_loss": train_loss, "val_loss": val_loss, "val_score": val_score}
                 )
                 self.n_iter_ = epoch
+                if online is not None:
+                    online.after_epoch(module, epoch)
                 if trial is not None:
                     trial.report(val_loss, epoch)
                     if trial.should_prune():
                         raise TrialPruned(f"pruned after epoch {epoch} (val_loss={val_loss:.4g})")
             module.eval()
+            if online is not None:
+                online.finish(module)
         return self
 
     def _forward(self, X: Any) -> torch.Tensor:
@@ -372,8 +389,16 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Number of hidden layers (0 gives a linear model).
     width : int, default 64
         Units per hidden layer.
-    weight_decay : float, default 0.0
-        L2 penalty (decoupled for ``"adamw"``).
+    weight_decay : float or "evidence", default 0.0
+        L2 penalty (decoupled for ``"adamw"``). ``"evidence"`` fits it while training
+        by the Laplace approximation of the evidence (online, Immer et al. 2021): the
+        prior precision of the weights (and, for the regressor, the noise precision)
+        is moved to the evidence's maximum at the current weights after a quarter of
+        the epochs and then every tenth of them, and the fitted values and
+        ``log_evidence_`` are set after training, so a study can choose ``n_layers``
+        and ``width`` by :func:`twiddle.evidence.tune_evidence`. The evidence is that
+        of the training part of the data (set ``validation_fraction=0`` to use all of
+        it).
     dropout : float, default 0.0
         Dropout probability after each hidden layer, in [0, 1).
     epochs : int, default 50
@@ -408,6 +433,23 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Number of epochs run.
     x_mean_, x_scale_ : ndarray of shape (n_features,)
         Input standardisation.
+    log_evidence_ : float
+        With ``weight_decay="evidence"`` only, as are the attributes below: the
+        Laplace log evidence of the training labels at the fitted precisions.
+    prior_precision_ : float
+        Fitted precision ``alpha`` of the Gaussian prior on every parameter.
+    noise_precision_ : float or None
+        Fitted noise precision of the standardised targets (regressor; None here).
+    weight_decay_ : float
+        The L2 coefficient that ``alpha`` amounts to on the mean training loss
+        (``alpha / n`` for cross-entropy, ``2 alpha / (beta n C)`` for squared error).
+    effective_parameters_ : float
+        How many parameters the data determine (MacKay's gamma).
+    laplace_structure_ : str
+        The curvature used, ``"kron"`` (K-FAC, networks of Linear layers) or ``"diag"``.
+    evidence_history_ : list of dict
+        Each update: ``epoch``, ``prior_precision``, ``noise_precision``,
+        ``log_evidence``, ``effective_parameters``, ``converged``.
 
     Examples
     --------
@@ -479,6 +521,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         Input standardisation.
     y_mean_, y_scale_ : ndarray of shape (n_outputs,)
         Target standardisation.
+    log_evidence_, prior_precision_, noise_precision_, weight_decay_
+        With ``weight_decay="evidence"``, as in :class:`MLPClassifier`; the evidence is
+        of ``y`` in its own units, the precisions are those of the standardised targets.
+    effective_parameters_, laplace_structure_, evidence_history_
+        As in :class:`MLPClassifier`.
 
     Examples
     --------
@@ -526,6 +573,92 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         """Predictions, array of shape (n_samples,) or (n_samples, n_outputs)."""
         out = self._forward(X).double().numpy() * self.y_scale_ + self.y_mean_
         return out.ravel() if self._y_1d else out
+
+
+# ----------------------------------------------------------------------------------
+# weight decay by the Laplace evidence, online
+# ----------------------------------------------------------------------------------
+class _OnlineLaplace:
+    """Fit the prior (and noise) precision by the Laplace evidence while training.
+
+    The network is trained on the MAP objective ``beta/2 sse + alpha/2 |theta|^2``
+    (regression, on standardised targets) or ``sum NLL + alpha/2 |theta|^2``
+    (classification), written per sample as the estimator's mean loss plus
+    ``alpha / (beta n C) |theta|^2`` or ``alpha / (2 n) |theta|^2``. After a burn-in of
+    a quarter of the epochs, and then every tenth of them, the curvature is computed at
+    the current weights (K-FAC for networks of Linear layers, else the exact diagonal)
+    and ``(alpha, beta)`` move to the maximum of the Laplace evidence there (Immer et
+    al. 2021, algorithm 1, optimised to convergence rather than by a few gradient
+    steps). A last update after training gives ``log_evidence_``.
+    """
+
+    def __init__(self, est: _BaseMLP, epochs: int, X: torch.Tensor, y: torch.Tensor) -> None:
+        self.est = est
+        self.X, self.y = X, y
+        self.regression = isinstance(est, RegressorMixin)
+        self.likelihood = "regression" if self.regression else "classification"
+        self.n = int(X.shape[0])
+        self.n_out = int(y.reshape(self.n, -1).shape[1]) if self.regression else 1
+        self.alpha = 1.0
+        self.beta: float | None = 1.0 if self.regression else None
+        self.burn_in = max(1, epochs // 4)
+        self.every = max(1, epochs // 10)
+        self.updates: list[dict[str, Any]] = []
+        self.structure = ""
+
+    def coefficient(self) -> float:
+        """The L2 coefficient c of the per-sample loss: loss + c |theta|^2."""
+        if self.beta is not None:
+            return self.alpha / (self.beta * self.n * self.n_out)
+        return self.alpha / (2.0 * self.n)
+
+    def penalty(self, module: Any) -> torch.Tensor:
+        squares = sum((p * p).sum() for p in module.parameters() if p.requires_grad)
+        return self.coefficient() * squares
+
+    def update(self, module: Any, epoch: int) -> None:
+        from twiddle.evidence._laplace import _online_update
+
+        was_training = module.training
+        module.eval()
+        try:
+            fit, self.structure, success = _online_update(
+                module, self.X, self.y, self.likelihood, self.alpha, self.beta
+            )
+        finally:
+            module.train(was_training)
+        if math.isfinite(fit.log_evidence):
+            self.alpha = fit.prior_precision
+            self.beta = fit.noise_precision
+        self.updates.append(
+            {
+                "epoch": epoch,
+                "prior_precision": self.alpha,
+                "noise_precision": self.beta,
+                "log_evidence": fit.log_evidence,
+                "effective_parameters": fit.effective_parameters,
+                "converged": success,
+            }
+        )
+
+    def after_epoch(self, module: Any, epoch: int) -> None:
+        if epoch >= self.burn_in and (epoch - self.burn_in) % self.every == 0:
+            self.update(module, epoch)
+
+    def finish(self, module: Any) -> None:
+        self.update(module, self.est.n_iter_)
+        est = self.est
+        last = self.updates[-1]
+        log_ev = float(last["log_evidence"])
+        if self.regression:  # evidence of y as given, not of the standardised targets
+            log_ev -= self.n * float(np.sum(np.log(est.y_scale_)))
+        est.prior_precision_ = self.alpha
+        est.noise_precision_ = self.beta
+        est.weight_decay_ = 2.0 * self.coefficient()
+        est.log_evidence_ = log_ev
+        est.effective_parameters_ = float(last["effective_parameters"])
+        est.laplace_structure_ = self.structure
+        est.evidence_history_ = self.updates
 
 
 # ----------------------------------------------------------------------------------
