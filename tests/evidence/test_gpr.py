@@ -165,7 +165,7 @@ def test_sklearn_contract():
     ("kwargs", "message"),
     [
         ({"n_restarts": -1}, "The 'n_restarts' parameter of GPRegressor must be an int >= 0."),
-        ({"method": "mcmc"}, "The 'method' parameter of GPRegressor must be one of 'ml', 'map'."),
+        ({"method": "nuts"}, "The 'method' parameter of GPRegressor must be one of 'ml', 'map', 'mcmc'."),
         (
             {"prior": "default"},
             "The 'prior' parameter of GPRegressor must be None with method='ml'",
@@ -183,3 +183,66 @@ def test_invalid_parameters(kwargs, message):
     with pytest.raises(InvalidParameterError) as info:
         GPRegressor(**kwargs).fit(X, y)
     assert str(info.value).startswith(message)
+
+
+def _quadrature_posterior_moments(
+    U: np.ndarray, t: np.ndarray, axes: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sd of theta = (log ell, log s2, log nu2) under evidence x the default
+    hyperprior, by brute-force quadrature on a grid; the evidence is written out here
+    (batched Cholesky of the Matern-5/2 Gram matrices), independent of twiddle._gp."""
+    from twiddle import _gp
+
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    n = t.size
+    r = np.abs(U[:, None, 0] - U[None, :, 0])
+    out = np.empty(len(grid))
+    hp = _gp.Hyperprior.default(1)
+    for start in range(0, len(grid), 4096):
+        th = grid[start : start + 4096]
+        z = np.sqrt(5.0) * r[None] / np.exp(th[:, 0])[:, None, None]
+        K = np.exp(th[:, 1])[:, None, None] * (1 + z + z**2 / 3) * np.exp(-z)
+        K = K + np.exp(th[:, 2])[:, None, None] * np.eye(n)
+        L = np.linalg.cholesky(K)
+        alpha = np.linalg.solve(L, np.broadcast_to(t, (len(th), n))[..., None])[..., 0]
+        logdet = 2 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
+        lml = -0.5 * (alpha**2).sum(axis=1) - 0.5 * logdet - 0.5 * n * np.log(2 * np.pi)
+        m, s = hp.locs(1), hp.scales(1)
+        lp = -0.5 * (((th - m) / s) ** 2).sum(axis=1)  # density of theta (log-normal prior)
+        out[start : start + 4096] = lml + lp
+    w = np.exp(out - out.max())
+    w /= w.sum()
+    mean = w @ grid
+    sd = np.sqrt(w @ (grid - mean) ** 2)
+    return mean, sd
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mcmc_posterior_matches_quadrature(seed):
+    rng = np.random.default_rng(10 + seed)
+    X = rng.uniform(0, 5, size=(12, 1))
+    y = np.sin(X[:, 0]) + 0.2 * rng.standard_normal(12)
+    gp = GPRegressor(method="mcmc", seed=seed, n_draws=400).fit(X, y)
+    assert gp.theta_samples_.shape == (400, 3)
+    assert np.all(gp.rhat_ < 1.1), gp.rhat_
+    U = (X - X.min(0)) / (X.max(0) - X.min(0))
+    t = (y - y.mean()) / y.std()
+    lo, hi = gp.theta_samples_.min(0) - 2.0, gp.theta_samples_.max(0) + 2.0
+    axes = [np.linspace(a, b, 32) for a, b in zip(lo, hi, strict=True)]
+    mean, sd = _quadrature_posterior_moments(U, t, axes)
+    z = (gp.theta_samples_.mean(0) - mean) / (sd / np.sqrt(gp.ess_))
+    assert np.all(np.abs(z) < 4.0), z
+    # predictions average over the draws: the mixture's sd is at least the mean sd of
+    # its components' predictive means around the mixture mean
+    mu, std = gp.predict(X[:3], return_std=True)
+    assert np.all(np.isfinite(mu)) and np.all(std > 0)
+
+
+def test_mcmc_rejects_a_hyperprior_less_ml_mix_and_small_n_draws():
+    X = np.linspace(0, 1, 6).reshape(-1, 1)
+    y = X[:, 0] ** 2
+    with pytest.raises(InvalidParameterError, match="n_draws"):
+        GPRegressor(method="mcmc", n_draws=2).fit(X, y)
+    with pytest.raises(InvalidParameterError, match="'mcmc'"):
+        GPRegressor(method="ml", prior="default").fit(X, y)

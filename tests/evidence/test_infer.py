@@ -194,7 +194,10 @@ def test_result_repr_is_short():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"method": "nuts"}, "The 'method' parameter of infer must be one of 'ml', 'map', 'mcmc'"),
+        (
+            {"method": "hmc"},
+            "The 'method' parameter of infer must be one of 'ml', 'map', 'mcmc', 'nuts'",
+        ),
         ({"n_chains": 0}, "The 'n_chains' parameter of infer must be an int >= 1. Got 0 instead."),
         ({"n_draws": 2}, "The 'n_draws' parameter of infer must be an int >= 4. Got 2 instead."),
         ({"n_starts": 1.5}, "The 'n_starts' parameter of infer must be an int >= 1"),

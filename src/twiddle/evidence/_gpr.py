@@ -71,11 +71,13 @@ class GPRegressor(RegressorMixin, BaseEstimator):
 
     Parameters
     ----------
-    method : {"ml", "map"}, default "ml"
+    method : {"ml", "map", "mcmc"}, default "ml"
         "ml": maximise the evidence. "map": maximise evidence x hyperprior density on
-        the natural scale.
+        the natural scale. "mcmc": find the MAP as "map" does, then slice-sample the
+        hyperparameter posterior (4 chains started there) in log coordinates, and
+        average predictions over the draws (Snoek et al. 2012).
     prior : None, "default" or dict of str to Prior
-        Hyperpriors for "map" (must be None with "ml"). "default" (also what None means
+        Hyperpriors for "map" and "mcmc" (must be None with "ml"). "default" (also what None means
         with "map"): twiddle's GP hyperprior, log-normal on each hyperparameter in the
         internal units (the dimension-scaled length-scale prior of Hvarfner et al. 2024;
         signal variance around 1 and noise variance around exp(-5) of the target
@@ -92,7 +94,10 @@ class GPRegressor(RegressorMixin, BaseEstimator):
     noise_variance : float or None
         Initial noise variance in y units squared; None: a tenth of the variance of y.
     seed : int, numpy.random.Generator or None
-        Randomness of the restarts.
+        Randomness of the restarts and of the chains.
+    n_draws : int, default 400
+        "mcmc" only: draws kept, over 4 chains (each first discards as many sweeps as
+        it keeps).
 
     Attributes
     ----------
@@ -106,8 +111,15 @@ class GPRegressor(RegressorMixin, BaseEstimator):
     log_evidence_ : float
         ``log p(y | hyperparameters)`` of the targets in their own units (see Notes).
     n_evaluations_ : int
-        Evidence evaluations made by the optimiser.
+        Evidence evaluations made (optimiser and chains).
     n_features_in_ : int
+    theta_samples_ : array of shape (n_draws, n_features + 2)
+        "mcmc" only: the posterior draws of ``theta``; ``theta_`` is then their mean
+        (so ``length_scale_`` and the variances are posterior geometric means) and
+        ``log_evidence_`` is taken there.
+    ess_, rhat_ : array of shape (n_features + 2,)
+        "mcmc" only: effective sample size and split R-hat of each coordinate of
+        ``theta`` over the chains.
 
     Notes
     -----
@@ -142,6 +154,7 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         signal_variance: float | None = None,
         noise_variance: float | None = None,
         seed: int | np.random.Generator | None = None,
+        n_draws: int = 400,
     ) -> None:
         self.method = method
         self.prior = prior
@@ -150,17 +163,19 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         self.signal_variance = signal_variance
         self.noise_variance = noise_variance
         self.seed = seed
+        self.n_draws = n_draws
 
     # ---- validation --------------------------------------------------------------------
     def _check_params(self, d: int) -> tuple[str, Any, int]:
-        method = check_choice(self.method, "method", _WHERE, ("ml", "map"))
+        method = check_choice(self.method, "method", _WHERE, ("ml", "map", "mcmc"))
+        check_int(self.n_draws, "n_draws", _WHERE, minimum=8)
         prior = self.prior
         if method == "ml":
             if prior is not None:
                 raise InvalidParameterError(
                     f"The 'prior' parameter of {_WHERE} must be None with method='ml' "
                     f"(type-II maximum likelihood uses no hyperprior). Got {prior!r} instead; "
-                    "use method='map' to use it."
+                    "use method='map' or 'mcmc' to use it."
                 )
         elif prior is None or prior == "default":
             prior = "default"
@@ -262,8 +277,14 @@ class GPRegressor(RegressorMixin, BaseEstimator):
                     f"{_WHERE} could not evaluate the evidence from any start; check X and y "
                     "for duplicated rows with different targets or extreme values."
                 )
+            if method == "mcmc":
+                best_theta = self._sample(best_theta, S, t, prior, bounds, rng)
+                draws = self.theta_samples_
+                keep = draws[np.linspace(0, len(draws) - 1, min(len(draws), 64)).astype(int)]
+                self._posteriors = [_gp.GPPosterior(th, U, t, groups) for th in keep]
+            else:
+                self._posteriors = [_gp.GPPosterior(best_theta, U, t, groups)]
             lml, _ = _gp.log_evidence(best_theta, S, t, grad=False)
-            self._posterior = _gp.GPPosterior(best_theta, U, t, groups)
         self.theta_ = best_theta
         self.length_scale_ = np.exp(best_theta[:d]) * self._x_range
         self.signal_variance_ = float(math.exp(best_theta[d])) * self._y_sd**2
@@ -271,6 +292,53 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         self.log_evidence_ = float(lml) - n * math.log(self._y_sd)
         self.n_evaluations_ = self._n_eval
         return self
+
+    def _sample(
+        self,
+        mode: np.ndarray,
+        S: np.ndarray,
+        t: np.ndarray,
+        prior: Any,
+        bounds: np.ndarray,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        """Slice-sample theta from the MAP ``mode``; sets the draws and diagnostics and
+        returns their mean."""
+        from twiddle._mcmc import effective_sample_size, slice_sample, split_rhat
+
+        d = mode.size - 2
+        log_prior = self._log_prior("mcmc", prior, d)
+        assert log_prior is not None
+
+        def logp(theta: np.ndarray) -> float:
+            self._n_eval += 1
+            lml, _ = _gp.log_evidence(theta, S, t, grad=False)
+            if not math.isfinite(lml):
+                return -math.inf
+            return float(lml) + log_prior(theta)[0]
+
+        n_chains = 4
+        per_chain = -(-int(self.n_draws) // n_chains)
+        chains = np.empty((n_chains, per_chain, mode.size))
+        for c, chain_rng in enumerate(rng.spawn(n_chains)):
+            start = np.clip(mode + 0.1 * chain_rng.standard_normal(mode.size), *bounds.T)
+            if not math.isfinite(logp(start)):
+                start = mode
+            chains[c] = slice_sample(
+                logp,
+                start,
+                per_chain,
+                chain_rng,
+                burn=per_chain,
+                width=1.0,
+                lower=bounds[:, 0],
+                upper=bounds[:, 1],
+            )
+        self.ess_ = effective_sample_size(chains)
+        self.rhat_ = split_rhat(chains)
+        self.theta_samples_ = chains.reshape(-1, mode.size)[: int(self.n_draws)]
+        mean: np.ndarray = self.theta_samples_.mean(axis=0)
+        return mean
 
     def _initial_theta(self, X: np.ndarray, y: np.ndarray, d: int) -> np.ndarray:
         ell = (
@@ -296,11 +364,14 @@ class GPRegressor(RegressorMixin, BaseEstimator):
         return draw
 
     def _log_prior(self, method: str, prior: Any, d: int) -> Any:
+        """Log hyperprior density and its gradient in theta: of the natural-scale
+        hyperparameters for "map", of theta itself (the Jacobian added) for "mcmc"."""
         if method == "ml":
             return None
+        jacobian = method == "mcmc"
         if prior == "default":
             hp = _gp.Hyperprior.default(d)
-            return lambda theta: hp.logpdf(theta, log_scale=False)
+            return lambda theta: hp.logpdf(theta, log_scale=jacobian)
         scale = np.concatenate([self._x_range, [self._y_sd**2, self._y_sd**2]])
         parts = [prior["length_scale"]] * d + [prior["signal_variance"], prior["noise_variance"]]
 
@@ -314,6 +385,9 @@ class GPRegressor(RegressorMixin, BaseEstimator):
                     return -math.inf, g
                 lp += v
                 g[i] = p.grad_logpdf(float(h[i])) * h[i]  # d/dtheta_i
+            if jacobian:  # density of theta: times |dh/dtheta| = prod h
+                lp += float(np.sum(theta))
+                g = g + 1.0
             return lp, g
 
         return log_prior
@@ -345,10 +419,16 @@ class GPRegressor(RegressorMixin, BaseEstimator):
                 f"{self.n_features_in_} features as input."
             )
         U = (Xa - self._x_min) / self._x_range
+        means, variances = [], []
         with single_thread():
-            mean, var = self._posterior.predict(U)
+            for post in self._posteriors:  # one (MAP) or draws of theta (MCMC)
+                m, v = post.predict(U)
+                means.append(m)
+                variances.append(v + math.exp(post.theta[-1]))
+        M, V = np.array(means), np.array(variances)
+        mean = M.mean(axis=0)
         y_mean = self._y_mean + self._y_sd * mean
         if not return_std:
             return y_mean
-        nu2 = math.exp(self.theta_[-1])
-        return y_mean, self._y_sd * np.sqrt(var + nu2)
+        var = (V + M**2).mean(axis=0) - mean**2  # variance of the equal-weight mixture
+        return y_mean, self._y_sd * np.sqrt(np.maximum(var, 0.0))

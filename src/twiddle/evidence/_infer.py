@@ -80,12 +80,13 @@ class InferenceResult:
     Attributes
     ----------
     method : str
-        "ml", "map" or "mcmc".
+        "ml", "map", "mcmc" or "nuts".
     params_ : dict of str to float
         The point estimate on the natural scale: the maximiser for "ml" and "map",
-        the posterior mean for "mcmc".
+        the posterior mean for "mcmc" and "nuts".
     samples_ : dict of str to array of shape (n_samples,)
-        Hyperparameter draws on the natural scale. For "mcmc", ``n_chains * n_draws``
+        Hyperparameter draws on the natural scale. For "mcmc" and "nuts",
+        ``n_chains * n_draws``
         draws with the chains concatenated (chain ``c`` is
         ``samples_[k][c * n_draws:(c + 1) * n_draws]``); for "ml" and "map", a stack of
         one (the estimate), so code averaging over samples serves both.
@@ -96,9 +97,9 @@ class InferenceResult:
         density ("map"); for "mcmc", the log posterior density of ``u`` at its mode,
         up to the normalising constant.
     ess_ : dict of str to float or None
-        Effective sample size per hyperparameter ("mcmc" only).
+        Effective sample size per hyperparameter ("mcmc" and "nuts" only).
     rhat_ : dict of str to float or None
-        Split R-hat per hyperparameter ("mcmc" only).
+        Split R-hat per hyperparameter ("mcmc" and "nuts" only).
     n_evaluations_ : int
         Calls of the log-evidence function.
     n_chains : int
@@ -479,12 +480,18 @@ def infer(
     priors : dict of str to Prior
         One hyperprior per hyperparameter. Their supports bound every method; "ml"
         ignores their densities but draws its starting points from them.
-    method : {"map", "ml", "mcmc"}, default "map"
+    method : {"map", "ml", "mcmc", "nuts"}, default "map"
         "ml": maximise the log evidence (type-II maximum likelihood). "map": maximise
         log evidence + log prior density, the mode of ``p(h | D)`` on the natural scale
         (not the mode of the density of log h; a boundary mode, such as a group-level
         scale of 0, is approached as closely as the optimiser's tolerance allows).
-        "mcmc": slice-sample ``p(h | D)`` in unconstrained coordinates.
+        "mcmc": slice-sample ``p(h | D)`` in unconstrained coordinates. "nuts": the
+        no-U-turn sampler of NumPyro (extra ``nuts``: ``pip install "twiddle[nuts]"``)
+        for larger hierarchical models; ``log_evidence`` must then be written with
+        ``jax.numpy`` (JAX traces and differentiates it; no gradient dict), and the
+        priors must be Normal, Gamma, InverseGamma, LogNormal, HalfCauchy, Uniform or
+        LogUniform. Diagnostics are computed as for "mcmc"; ``objective_`` is NaN and
+        ``n_evaluations_`` counts leapfrog steps after warm-up.
     seed : int, numpy.random.Generator or None
         Randomness of the starting points and the chains; same seed, same result.
     n_starts : int, default 5
@@ -541,13 +548,15 @@ def infer(
             f"Got {log_evidence!r} instead."
         )
     names, prior_list = _validate_priors(priors)
-    method = check_choice(method, "method", _WHERE, ("ml", "map", "mcmc"))
+    method = check_choice(method, "method", _WHERE, ("ml", "map", "mcmc", "nuts"))
     n_starts = int(check_int(n_starts, "n_starts", _WHERE, minimum=1) or 1)
     n_chains = int(check_int(n_chains, "n_chains", _WHERE, minimum=1) or 1)
     n_draws = int(check_int(n_draws, "n_draws", _WHERE, minimum=4) or 4)
     n_burn = int(check_int(n_burn, "n_burn", _WHERE, minimum=0) or 0)
     init_u = _validate_init(init, names, prior_list)
     rng = as_generator(seed, "seed", _WHERE)
+    if method == "nuts":
+        return _infer_nuts(log_evidence, names, prior_list, rng, n_chains, n_draws, n_burn)
 
     with single_thread():
         return _infer(
@@ -614,6 +623,45 @@ def _infer(
         ess_={k: float(v) for k, v in zip(names, ess, strict=True)},
         rhat_={k: float(v) for k, v in zip(names, rhat, strict=True)},
         n_evaluations_=target.n_eval,
+        n_chains=n_chains,
+    )
+
+
+def _infer_nuts(
+    log_evidence: LogEvidence,
+    names: list[str],
+    prior_list: list[Prior],
+    rng: np.random.Generator,
+    n_chains: int,
+    n_draws: int,
+    n_burn: int,
+) -> InferenceResult:
+    from twiddle.evidence._nuts import run_nuts
+
+    try:
+        chains, ess, rhat, n_steps, evidence_at = run_nuts(
+            log_evidence,
+            names,
+            prior_list,
+            seed=int(rng.integers(2**31)),
+            n_chains=n_chains,
+            n_draws=n_draws,
+            n_burn=n_burn,
+        )
+    except TypeError as err:
+        raise InvalidParameterError(str(err)) from err
+    _warn_convergence(names, ess, rhat, n_chains, stacklevel=4)
+    mean = chains.reshape(-1, len(names)).mean(axis=0)
+    params = {k: float(v) for k, v in zip(names, mean, strict=True)}
+    return InferenceResult(
+        method="nuts",
+        params_=params,
+        samples_={k: chains[:, :, i].reshape(-1).copy() for i, k in enumerate(names)},
+        log_evidence_=evidence_at(params),
+        objective_=math.nan,
+        ess_={k: float(v) for k, v in zip(names, ess, strict=True)},
+        rhat_={k: float(v) for k, v in zip(names, rhat, strict=True)},
+        n_evaluations_=n_steps,
         n_chains=n_chains,
     )
 
