@@ -15,10 +15,17 @@ from twiddle import FoldRacing, InvalidParameterError, TrialState
 # ----------------------------------------------------------------------------------
 # The decision rule on synthetic fold scores
 # ----------------------------------------------------------------------------------
-def _race(racing: FoldRacing, chal: np.ndarray, inc: np.ndarray, maximize: bool = True) -> int:
+def _race(
+    racing: FoldRacing,
+    chal: np.ndarray,
+    inc: np.ndarray,
+    maximize: bool = True,
+    history: list[list[float]] | None = None,
+) -> int:
     """Feed the challenger's folds one by one; the fold count at which it is stopped, or 0."""
     for k in range(1, len(chal)):
-        if racing.decide(list(chal[:k]), list(inc), maximize=maximize)["stop"]:
+        decision = racing.decide(list(chal[:k]), list(inc), maximize=maximize, history=history)
+        if decision["stop"]:
             return k
     return 0
 
@@ -33,8 +40,40 @@ def _scores(
     return chal, inc
 
 
+def _history(
+    rng: np.random.Generator, inc: np.ndarray, sds: np.ndarray, max_gap: float = 0.05
+) -> list[list[float]]:
+    """COMPLETE trials worse than ``inc`` by up to ``max_gap``, differences spread by ``sds``."""
+    gaps = rng.uniform(0.0, max_gap, len(sds))
+    return [list(inc - g - sd * rng.normal(size=inc.size)) for g, sd in zip(gaps, sds, strict=True)]
+
+
+def _null_race(
+    racing: FoldRacing, rng: np.random.Generator, n_folds: int, scenario: str, n_history: int
+) -> int:
+    """One race of a challenger equal to the incumbent (same mean), with a history.
+
+    ``scenario``: ``"equal"`` (every fold difference has the spread 0.01), ``"mixed"``
+    (spreads drawn from the prior of the method, a scaled inverse chi-square with 4
+    degrees of freedom, for the history and the challenger alike), ``"larger1.5"`` and
+    ``"larger2"`` (the challenger's spread is 1.5 or 2 times the history's).
+    """
+    inc = 0.9 + rng.normal(0.0, 0.03, n_folds)
+    sd = 0.01
+    if scenario == "mixed":
+        sds = sd * np.sqrt(4.0 / rng.chisquare(4.0, n_history + 1))
+        sds, own = sds[:-1], float(sds[-1])
+    else:
+        sds = np.full(n_history, sd)
+        own = {"equal": 1.0, "larger1.5": 1.5, "larger2": 2.0}[scenario] * sd
+    history = _history(rng, inc, sds)
+    chal = inc + own * rng.normal(size=n_folds)  # E[d] = 0: not worse
+    return _race(racing, chal, inc, history=history)
+
+
 @pytest.mark.parametrize("n_folds", [5, 10])
 def test_false_stop_rate_under_the_null_is_at_most_alpha(n_folds: int) -> None:
+    # no history: the test uses the challenger's own folds (from the second)
     racing = FoldRacing(alpha=0.05)
     rng = np.random.default_rng(12345 + n_folds)
     n = 5000
@@ -46,6 +85,43 @@ def test_false_stop_rate_under_the_null_is_at_most_alpha(n_folds: int) -> None:
     assert stops > 0
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("n_folds", [5, 10])
+@pytest.mark.parametrize(("scenario", "n_history"), [("equal", 3), ("equal", 20), ("mixed", 10)])
+def test_false_stop_rate_with_a_pooled_prior_is_at_most_alpha(
+    n_folds: int, scenario: str, n_history: int
+) -> None:
+    """Under the null with a prior fitted to the history: at most alpha over all looks."""
+    racing = FoldRacing(alpha=0.05)
+    rng = np.random.default_rng(2024 + n_folds + n_history)
+    n = 2000
+    stopped_at = [_null_race(racing, rng, n_folds, scenario, n_history) for _ in range(n)]
+    rate = np.mean([k > 0 for k in stopped_at])
+    assert rate <= racing.alpha + 3 * math.sqrt(racing.alpha * (1 - racing.alpha) / n), rate
+    assert any(k == 1 for k in stopped_at)  # the first-fold look is used
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_folds", [5, 10])
+def test_false_stop_rate_when_the_challenger_is_noisier_than_the_history(n_folds: int) -> None:
+    """What the prior costs when it is wrong for this challenger (documented in the notes).
+
+    After one fold the test has only the prior's spread. For a challenger whose fold
+    differences spread more than the history's, the rate goes above alpha: measured
+    with 4000 races, about 0.08 (K = 5) and 0.06 (K = 10) at 1.5 times the spread,
+    0.15 and 0.12 at twice the spread. The guarantee holds on average over
+    configurations like those of the history, not for an unusually noisy one.
+    """
+    racing = FoldRacing(alpha=0.05)
+    rng = np.random.default_rng(77 + n_folds)
+    n = 1000
+    rate15 = np.mean([_null_race(racing, rng, n_folds, "larger1.5", 10) > 0 for _ in range(n)])
+    rate2 = np.mean([_null_race(racing, rng, n_folds, "larger2", 10) > 0 for _ in range(n)])
+    assert rate15 <= 0.12, rate15
+    assert 0.05 < rate2 <= 0.2, rate2
+    assert rate2 > rate15
+
+
 def test_false_stop_rate_for_minimisation_and_other_levels() -> None:
     racing = FoldRacing(alpha=0.2, min_folds=2)
     rng = np.random.default_rng(7)
@@ -53,9 +129,11 @@ def test_false_stop_rate_for_minimisation_and_other_levels() -> None:
     stops = 0
     for _ in range(n):
         chal, inc = _scores(rng, 5, gap=0.0)
-        stops += _race(racing, -chal, -inc, maximize=False) > 0
+        history = [list(-np.asarray(h)) for h in _history(rng, inc, np.full(5, 0.014))]
+        stops += _race(racing, -chal, -inc, maximize=False, history=history) > 0
     rate = stops / n
     assert rate <= 0.2 + 3 * math.sqrt(0.2 * 0.8 / n), rate
+    assert stops > 0
 
 
 @pytest.mark.parametrize("n_folds", [5, 10])
@@ -63,33 +141,42 @@ def test_clearly_worse_configuration_is_stopped_early(n_folds: int) -> None:
     racing = FoldRacing()
     rng = np.random.default_rng(99)
     n = 500
-    folds = [_race(racing, *_scores(rng, n_folds, gap=0.05)) for _ in range(n)]
+    folds = []
+    for _ in range(n):
+        chal, inc = _scores(rng, n_folds, gap=0.08)  # about 6 spreads of a fold difference
+        history = _history(rng, inc, np.full(8, 0.014))
+        folds.append(_race(racing, chal, inc, history=history))
     stopped = [k for k in folds if k > 0]
     assert len(stopped) / n >= 0.95
-    assert np.mean(stopped) <= racing.min_folds + 1
+    assert np.mean([k == 1 for k in stopped]) >= 0.8  # mostly after the first fold
+    # without a history the test needs the challenger's own spread: later stops
+    own = [_race(racing, *_scores(rng, n_folds, gap=0.05)) for _ in range(200)]
+    assert min(k for k in own if k > 0) >= 2
 
 
 def test_never_stops_a_challenger_whose_running_mean_is_not_worse() -> None:
-    racing = FoldRacing(alpha=0.5, min_folds=2)  # a lax level makes stopping easy
+    racing = FoldRacing(alpha=0.5)  # a lax level makes stopping easy
     rng = np.random.default_rng(3)
     checked = 0
     for _ in range(3000):
         n_folds = int(rng.integers(3, 11))
-        k = int(rng.integers(2, n_folds))
+        k = int(rng.integers(1, n_folds))
         inc = rng.normal(0.8, 0.05, n_folds)
+        history = _history(rng, inc, np.full(5, 0.001))  # a tight prior: stops are easy
         # worse on most folds, but better on average over the folds done
         chal = inc[:k] - rng.exponential(0.01, k)
         chal[int(rng.integers(k))] += 0.5
         if np.mean(chal) < np.mean(inc[:k]):
             continue
         checked += 1
-        decision = racing.decide(list(chal), list(inc))
+        decision = racing.decide(list(chal), list(inc), history=history)
         assert not decision["stop"], decision
         assert decision["mean"] >= decision["incumbent_mean"]
     assert checked > 1000
     # ties on every fold, and an identical copy of the incumbent, go on
     inc = [0.9, 0.8, 0.85, 0.95, 0.9]
     assert not racing.decide(inc[:3], inc)["stop"]
+    assert not racing.decide(inc[:1], inc, history=[inc, inc, inc, inc])["stop"]
     assert not racing.decide([0.91, 0.81, 0.86], inc)["stop"]
 
 
@@ -107,27 +194,78 @@ def test_compares_on_the_same_folds_when_folds_arrive_out_of_order() -> None:
     assert decision["stop"] and decision["p_value"] < decision["threshold"]
 
 
+def test_levels_spend_alpha_in_proportion_to_the_folds_saved() -> None:
+    racing = FoldRacing(alpha=0.05)
+    for n_folds in (2, 5, 10):
+        levels = [racing.level(n_folds, k) for k in range(1, n_folds)]
+        assert sum(levels) == pytest.approx(0.05)
+        # the look after k folds saves K - k fits and gets a share proportional to it
+        assert levels == pytest.approx(
+            [0.05 * (n_folds - k) / sum(range(n_folds)) for k in range(1, n_folds)]
+        )
+    assert racing.level(5) == pytest.approx(0.02)  # the first look by default
+    assert FoldRacing(min_folds=3).level(5, 3) == pytest.approx(0.05 * 2 / 3)
+    assert racing.level(5, 0) == racing.level(5, 5) == 0.0
+    assert FoldRacing(min_folds=5).level(5) == 0.0
+
+
+def test_prior_recovers_the_spread_of_the_fold_differences() -> None:
+    """Against independent truth: the simulated spread and scipy's Student t."""
+    from scipy import stats
+
+    racing = FoldRacing()
+    rng = np.random.default_rng(5)
+    inc = 0.9 + rng.normal(0.0, 0.03, 10)
+    history = _history(rng, inc, np.full(200, 0.02))
+    prior = racing.prior(list(inc), history)
+    assert prior["trials"] == 200
+    assert prior["sd"] == pytest.approx(0.02, rel=0.05)
+    assert prior["df"] == 4.0  # capped
+    # the incumbent itself (all differences zero) and incomplete rows are skipped
+    assert racing.prior(list(inc), [list(inc), [0.5] * 9, [None] * 10])["trials"] == 0
+    # spreads differing by far more than sampling noise: few degrees of freedom
+    wide = _history(rng, inc, 0.02 * np.exp(rng.normal(0.0, 1.0, 200)))
+    assert racing.prior(list(inc), wide)["df"] < 2.0
+    # the decision is a Student t test with the moderated spread
+    chal = [float(inc[0]) - 0.03, float(inc[1]) - 0.05]
+    d = racing.decide(chal, list(inc), history=history)
+    diffs = np.array([inc[0] - chal[0], inc[1] - chal[1]])
+    df = prior["df"] + 1
+    sd = math.sqrt((prior["df"] * prior["sd"] ** 2 + np.var(diffs, ddof=1)) / df)
+    t = diffs.mean() / (sd / math.sqrt(2))
+    assert d["df"] == pytest.approx(df) and d["sd"] == pytest.approx(sd)
+    assert d["statistic"] == pytest.approx(t)
+    assert d["p_value"] == pytest.approx(stats.t.sf(t, df))
+    assert d["stop"] == (d["p_value"] < racing.level(10, 2))
+
+
 def test_decision_record_and_edge_cases() -> None:
     racing = FoldRacing(alpha=0.05, min_folds=3)
-    assert racing.level(5) == pytest.approx(0.025)
-    assert racing.level(10) == pytest.approx(0.05 / 7)
-    assert racing.level(3) == 0.0
     inc = [0.9, 0.91, 0.92, 0.9, 0.93]
     d = racing.decide([0.5, 0.52, 0.49], inc)
     assert d["stop"] and d["folds"] == 3 and d["n_folds"] == 5
     assert d["statistic"] > 0 and 0 <= d["p_value"] < d["threshold"]
+    assert d["prior_sd"] is None and d["history"] == 0 and d["df"] == 2
     # too few folds, or all folds done: no look
     assert not racing.decide([0.1, 0.1], inc)["stop"]
     assert not racing.decide([0.1] * 5, inc)["stop"]
     # non-finite scores: no decision
     assert not racing.decide([0.1, math.nan, 0.1], inc)["stop"]
     assert not racing.decide([0.1, 0.1, 0.1], [0.9, math.nan, 0.9, 0.9, 0.9])["stop"]
-    # the same deficit on every fold (no spread) is a stop
+    # the same deficit on every fold (no spread, no prior) is a stop
     assert racing.decide([0.8, 0.81, 0.82], inc)["stop"]
+    # one fold and no prior (no history, or fewer than three other complete trials)
+    first = FoldRacing()
+    assert not first.decide([0.1], inc)["stop"]
+    few = [[0.89, 0.9, 0.91, 0.88, 0.92], [0.88, 0.9, 0.9, 0.89, 0.93]]
+    d = first.decide([0.1], inc, history=few)
+    assert not d["stop"] and d["history"] == 2 and "no variance" in d["reason"]
+    d = first.decide([0.1], inc, history=[*few, [0.9, 0.9, 0.9, 0.91, 0.92]])
+    assert d["stop"] and d["history"] == 3 and d["df"] == pytest.approx(d["prior_df"])
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"alpha": 0}, {"alpha": 1.0}, {"alpha": "0.05"}, {"min_folds": 1}]
+    "kwargs", [{"alpha": 0}, {"alpha": 1.0}, {"alpha": "0.05"}, {"min_folds": 0}]
 )
 def test_invalid_parameters(kwargs: dict[str, Any]) -> None:
     with pytest.raises(InvalidParameterError, match="parameter of FoldRacing must be"):
@@ -171,7 +309,7 @@ def _check_records(study: twiddle.Study, n_folds: int) -> None:
             assert len(done) == n_folds and "racing" not in t.system_attrs
         else:
             racing = t.system_attrs["racing"]
-            assert 3 <= len(done) < n_folds == racing["n_folds"]
+            assert 1 <= len(done) < n_folds == racing["n_folds"]
             assert racing["folds"] == len(done)
             assert racing["p_value"] < racing["threshold"]
             assert t.value == pytest.approx(np.mean(done))
@@ -210,7 +348,7 @@ def test_tune_with_racing_prunes_and_keeps_the_best(data: Any, tmp_path: Any) ->
     _check_records(study, 5)
     # storage agrees with the driver's view
     reloaded = twiddle.Study.load("r", url)
-    assert reloaded.trials == study.trials
+    assert repr(reloaded.trials) == repr(study.trials)  # repr: a one-fold std is NaN
     table = raced.cv_results_
     assert table["state"].count("PRUNED") == len(pruned)
 

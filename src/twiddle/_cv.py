@@ -245,17 +245,25 @@ class CVEvaluator:
 
     With a ``scheduler`` (a :class:`~twiddle.FoldRacing`), :meth:`decide` may stop a
     trial after some of its folds; scores are "higher is better" unless
-    ``maximize=False``.
+    ``maximize=False``. ``history`` holds the fold scores of the COMPLETE trials
+    (those of a resumed study are passed in; :meth:`combine` adds each new one), from
+    which the scheduler fits its variance prior.
     """
 
     def __init__(
-        self, ctx: CVContext, ship: bool, scheduler: Any = None, maximize: bool = True
+        self,
+        ctx: CVContext,
+        ship: bool,
+        scheduler: Any = None,
+        maximize: bool = True,
+        history: Sequence[Sequence[float | None]] = (),
     ) -> None:
         self.ctx = ctx
         self.n_tasks = len(ctx.splits)
         self.context: Any = Shipment(ctx) if ship else ctx
         self.scheduler = scheduler
         self.maximize = maximize
+        self.history: list[Sequence[float | None]] = [tuple(h) for h in history]
 
     def make_task(self, trial: FrozenTrial, index: int, seed: int) -> FoldTask:
         return FoldTask(self.context, dict(trial.params), index)
@@ -285,7 +293,9 @@ class CVEvaluator:
             return None
         m = self.ctx.metric
         scores = [None if r is None else r.scores.get(m, math.nan) for r in results]
-        decision = self.scheduler.decide(scores, incumbent.fold_scores, maximize=self.maximize)
+        decision = self.scheduler.decide(
+            scores, incumbent.fold_scores, maximize=self.maximize, history=self.history
+        )
         if not decision["stop"]:
             return None
         fields = self.combine(trial, results)
@@ -343,6 +353,7 @@ class CVEvaluator:
         else:
             fields["state"] = TrialState.COMPLETE
             fields["value"] = mean
+            self.history.append(fold_scores)
             if errors:
                 attrs["fold_errors"] = errors
                 fields["fail_reason"] = None
@@ -590,9 +601,10 @@ def tune(
         Refit the best configuration on all the data (``best_estimator_``).
     scheduler : None, "racing" or FoldRacing, default None
         Stop configurations early. ``"racing"`` is ``FoldRacing()``: after each fold
-        from the third, a configuration confidently worse than the best complete one
-        on the same folds is stopped and recorded as PRUNED with the folds it reached
-        (see :class:`~twiddle.FoldRacing`). None runs every fold of every trial.
+        (from the first, once three other trials are complete), a configuration
+        confidently worse than the best complete one on the same folds is stopped and
+        recorded as PRUNED with the folds it reached (see :class:`~twiddle.FoldRacing`).
+        None runs every fold of every trial.
 
     Returns
     -------
@@ -647,8 +659,9 @@ def tune(
         )
     ship = executor is not None or n_jobs > 1
     ctx = CVContext(estimator, X, y, splits, scorers, metric, error_score, space)
+    history = [t.fold_scores for t in study.trials if t.state is TrialState.COMPLETE]
     study._run(
-        CVEvaluator(ctx, ship, scheduler=racing),
+        CVEvaluator(ctx, ship, scheduler=racing, history=history),
         n_trials=n_trials,
         timeout=timeout,
         n_jobs=n_jobs,
