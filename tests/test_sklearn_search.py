@@ -54,6 +54,30 @@ def test_cv_results_keys_are_gridsearch_keys_plus_documented_extras(scoring: Any
     assert ours.cv_results_["rank_test_score"].dtype == ref.cv_results_["rank_test_score"].dtype
 
 
+def test_param_columns_of_conditional_dimensions_are_masked_where_inactive() -> None:
+    X, y = IRIS
+    space = Space(
+        {
+            "criterion": Categorical(["gini", "entropy"]),
+            "max_depth": Int(1, 4, when={"criterion": "gini"}),
+        }
+    )
+    search = TuneSearchCV(
+        DecisionTreeClassifier(random_state=0), space, sampler="grid", n_trials=10, cv=3
+    ).fit(X, y)
+    res = search.cv_results_
+    active = np.array(["max_depth" in p for p in res["params"]])
+    assert active.any() and not active.all()
+    depth = res["param_max_depth"]
+    assert isinstance(depth, np.ma.MaskedArray) and depth.dtype.kind == "i"
+    assert np.array_equal(np.ma.getmaskarray(depth), ~active)
+    assert depth.compressed().tolist() == [
+        p["max_depth"] for p in res["params"] if "max_depth" in p
+    ]
+    assert not np.ma.getmaskarray(res["param_criterion"]).any()
+    assert res["param_criterion"].dtype == object
+
+
 def test_fold_scores_equal_gridsearch_per_configuration() -> None:
     ours, ref = _grid_pair("balanced_accuracy")
     assert ours.n_splits_ == ref.n_splits_ == 4

@@ -107,10 +107,14 @@ def _param_arrays(params: Sequence[Mapping[str, Any]]) -> dict[str, np.ma.Masked
             dtype = np.dtype(object)
         else:
             dtype = arr.dtype if arr.dtype.kind != "U" and arr.ndim == 1 else np.dtype(object)
-        ma = np.ma.MaskedArray(np.empty(len(params), dtype=dtype), mask=True)
+        # Fill a plain array, then mask once: setting a masked array item by item costs
+        # tens of microseconds per item (a visible share of a fast search's overhead).
+        data = np.empty(len(params), dtype=dtype)
+        mask = np.ones(len(params), dtype=bool)
         for i, v in present.items():
-            ma[i] = v
-        out[f"param_{name}"] = ma
+            data[i] = v
+            mask[i] = False
+        out[f"param_{name}"] = np.ma.MaskedArray(data, mask=mask)
     return out
 
 
