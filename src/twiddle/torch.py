@@ -319,7 +319,11 @@ class _BaseMLP(BaseEstimator):
             self.module_ = module
             self.history_ = history
             self.n_iter_ = 0
-            online = _OnlineLaplace(self, int(self.epochs), Xt, yt) if self._by_evidence() else None
+            online = (
+                _OnlineLaplace(self, module, int(self.epochs), Xt, yt)
+                if self._by_evidence()
+                else None
+            )
             for epoch in range(1, int(self.epochs) + 1):
                 module.train()
                 perm = torch.randperm(n_train, generator=gen)
@@ -392,13 +396,13 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     weight_decay : float or "evidence", default 0.0
         L2 penalty (decoupled for ``"adamw"``). ``"evidence"`` fits it while training
         by the Laplace approximation of the evidence (online, Immer et al. 2021): the
-        prior precision of the weights (and, for the regressor, the noise precision)
-        is moved to the evidence's maximum at the current weights after a quarter of
-        the epochs and then every tenth of them, and the fitted values and
-        ``log_evidence_`` are set after training, so a study can choose ``n_layers``
-        and ``width`` by :func:`twiddle.evidence.tune_evidence`. The evidence is that
-        of the training part of the data (set ``validation_fraction=0`` to use all of
-        it).
+        prior precision of each Linear layer's weights and bias (and, for the
+        regressor, the noise precision) is moved to the evidence's maximum at the
+        current weights after a quarter of the epochs and then every tenth of them,
+        and the fitted values and ``log_evidence_`` are set after training, so a
+        study can choose ``n_layers`` and ``width`` by
+        :func:`twiddle.evidence.tune_evidence`. The evidence is that of the training
+        part of the data (set ``validation_fraction=0`` to use all of it).
     dropout : float, default 0.0
         Dropout probability after each hidden layer, in [0, 1).
     epochs : int, default 50
@@ -436,13 +440,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     log_evidence_ : float
         With ``weight_decay="evidence"`` only, as are the attributes below: the
         Laplace log evidence of the training labels at the fitted precisions.
-    prior_precision_ : float
-        Fitted precision ``alpha`` of the Gaussian prior on every parameter.
+    prior_precision_ : ndarray of shape (n_groups,)
+        Fitted precisions ``alpha_l`` of the Gaussian prior, one per Linear layer (its
+        weight and bias), or a single one for a user module with other layers.
     noise_precision_ : float or None
         Fitted noise precision of the standardised targets (regressor; None here).
-    weight_decay_ : float
-        The L2 coefficient that ``alpha`` amounts to on the mean training loss
-        (``alpha / n`` for cross-entropy, ``2 alpha / (beta n C)`` for squared error).
+    weight_decay_ : ndarray of shape (n_groups,)
+        The L2 coefficients that the ``alpha_l`` amount to on the mean training loss
+        (``alpha_l / n`` for cross-entropy, ``2 alpha_l / (beta n C)`` for squared
+        error).
     effective_parameters_ : float
         How many parameters the data determine (MacKay's gamma).
     laplace_structure_ : str
@@ -579,42 +585,63 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 # weight decay by the Laplace evidence, online
 # ----------------------------------------------------------------------------------
 class _OnlineLaplace:
-    """Fit the prior (and noise) precision by the Laplace evidence while training.
+    """Fit the prior (and noise) precisions by the Laplace evidence while training.
 
-    The network is trained on the MAP objective ``beta/2 sse + alpha/2 |theta|^2``
-    (regression, on standardised targets) or ``sum NLL + alpha/2 |theta|^2``
-    (classification), written per sample as the estimator's mean loss plus
-    ``alpha / (beta n C) |theta|^2`` or ``alpha / (2 n) |theta|^2``. After a burn-in of
-    a quarter of the epochs, and then every tenth of them, the curvature is computed at
-    the current weights (K-FAC for networks of Linear layers, else the exact diagonal)
-    and ``(alpha, beta)`` move to the maximum of the Laplace evidence there (Immer et
-    al. 2021, algorithm 1, optimised to convergence rather than by a few gradient
-    steps). A last update after training gives ``log_evidence_``.
+    The network is trained on the MAP objective ``beta/2 sse + sum_l alpha_l/2
+    |theta_l|^2`` (regression, on standardised targets) or ``sum NLL + sum_l alpha_l/2
+    |theta_l|^2`` (classification), written per sample as the estimator's mean loss
+    plus ``sum_l alpha_l / (beta n C) |theta_l|^2`` or ``sum_l alpha_l / (2 n)
+    |theta_l|^2``. There is one prior precision ``alpha_l`` per Linear layer when
+    every trainable parameter sits in one (the layer-wise prior of Immer et al. 2021;
+    layers of different fan-in want different scales), else one for the whole
+    network. After a burn-in of a quarter of the epochs, and then every tenth of them,
+    the curvature is computed at the current weights (K-FAC for networks of Linear
+    layers, else the exact diagonal) and the precisions move to the maximum of the
+    Laplace evidence there (algorithm 1 of that paper, optimised to convergence
+    rather than by a few gradient steps). A last update after training gives
+    ``log_evidence_``.
     """
 
-    def __init__(self, est: _BaseMLP, epochs: int, X: torch.Tensor, y: torch.Tensor) -> None:
+    def __init__(
+        self, est: _BaseMLP, module: Any, epochs: int, X: torch.Tensor, y: torch.Tensor
+    ) -> None:
         self.est = est
         self.X, self.y = X, y
         self.regression = isinstance(est, RegressorMixin)
         self.likelihood = "regression" if self.regression else "classification"
         self.n = int(X.shape[0])
         self.n_out = int(y.reshape(self.n, -1).shape[1]) if self.regression else 1
-        self.alpha = 1.0
+        trainable = [p for p in module.parameters() if p.requires_grad]
+        linear = [
+            m
+            for m in module.modules()
+            if isinstance(m, torch.nn.Linear) and any(p.requires_grad for p in m.parameters())
+        ]
+        in_linear = {id(p) for m in linear for p in m.parameters()}
+        if linear and all(id(p) in in_linear for p in trainable):
+            self.groups = [[p for p in m.parameters() if p.requires_grad] for m in linear]
+        else:
+            self.groups = [trainable]
+        self.alphas = np.ones(len(self.groups))
         self.beta: float | None = 1.0 if self.regression else None
         self.burn_in = max(1, epochs // 4)
         self.every = max(1, epochs // 10)
         self.updates: list[dict[str, Any]] = []
         self.structure = ""
 
-    def coefficient(self) -> float:
-        """The L2 coefficient c of the per-sample loss: loss + c |theta|^2."""
+    def coefficients(self) -> np.ndarray:
+        """Per group, the L2 coefficient c_l of the per-sample loss: loss + c_l |theta_l|^2."""
         if self.beta is not None:
-            return self.alpha / (self.beta * self.n * self.n_out)
-        return self.alpha / (2.0 * self.n)
+            out: np.ndarray = self.alphas / (self.beta * self.n * self.n_out)
+        else:
+            out = self.alphas / (2.0 * self.n)
+        return out
 
     def penalty(self, module: Any) -> torch.Tensor:
-        squares = sum((p * p).sum() for p in module.parameters() if p.requires_grad)
-        return self.coefficient() * squares
+        total = torch.zeros(())
+        for c, group in zip(self.coefficients(), self.groups, strict=True):
+            total = total + float(c) * sum((p * p).sum() for p in group)
+        return total
 
     def update(self, module: Any, epoch: int) -> None:
         from twiddle.evidence._laplace import _online_update
@@ -622,21 +649,21 @@ class _OnlineLaplace:
         was_training = module.training
         module.eval()
         try:
-            fit, self.structure, success = _online_update(
-                module, self.X, self.y, self.likelihood, self.alpha, self.beta
+            alphas, beta, log_ev, gamma, self.structure, success = _online_update(
+                module, self.X, self.y, self.likelihood, self.alphas, self.beta
             )
         finally:
             module.train(was_training)
-        if math.isfinite(fit.log_evidence):
-            self.alpha = fit.prior_precision
-            self.beta = fit.noise_precision
+        if math.isfinite(log_ev) and alphas.size == self.alphas.size:
+            self.alphas = alphas
+            self.beta = beta
         self.updates.append(
             {
                 "epoch": epoch,
-                "prior_precision": self.alpha,
+                "prior_precision": self.alphas.tolist(),
                 "noise_precision": self.beta,
-                "log_evidence": fit.log_evidence,
-                "effective_parameters": fit.effective_parameters,
+                "log_evidence": log_ev,
+                "effective_parameters": gamma,
                 "converged": success,
             }
         )
@@ -652,9 +679,9 @@ class _OnlineLaplace:
         log_ev = float(last["log_evidence"])
         if self.regression:  # evidence of y as given, not of the standardised targets
             log_ev -= self.n * float(np.sum(np.log(est.y_scale_)))
-        est.prior_precision_ = self.alpha
+        est.prior_precision_ = self.alphas.copy()
         est.noise_precision_ = self.beta
-        est.weight_decay_ = 2.0 * self.coefficient()
+        est.weight_decay_ = 2.0 * self.coefficients()
         est.log_evidence_ = log_ev
         est.effective_parameters_ = float(last["effective_parameters"])
         est.laplace_structure_ = self.structure

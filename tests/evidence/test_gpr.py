@@ -165,7 +165,10 @@ def test_sklearn_contract():
     ("kwargs", "message"),
     [
         ({"n_restarts": -1}, "The 'n_restarts' parameter of GPRegressor must be an int >= 0."),
-        ({"method": "nuts"}, "The 'method' parameter of GPRegressor must be one of 'ml', 'map', 'mcmc'."),
+        (
+            {"method": "nuts"},
+            "The 'method' parameter of GPRegressor must be one of 'ml', 'map', 'mcmc'.",
+        ),
         (
             {"prior": "default"},
             "The 'prior' parameter of GPRegressor must be None with method='ml'",

@@ -130,6 +130,8 @@ class _Terms:
     w2: float  # |theta*|^2
     n_params: int
     regression: bool
+    #: K-FAC only: per Linear layer, (curvature eigenvalues, |theta_l*|^2)
+    layers: tuple[tuple[np.ndarray, float], ...] = ()
 
     def log_evidence(self, alpha: float, beta: float | None) -> float:
         if self.regression:
@@ -563,22 +565,18 @@ def _terms_kron(
         for h in handles:
             h.remove()
     n = X.shape[0]
-    curv = np.concatenate(
-        [
+    per_layer = tuple(
+        (
             np.outer(
                 np.maximum(np.linalg.eigvalsh(a), 0.0), np.maximum(np.linalg.eigvalsh(b), 0.0) / n
-            ).ravel()
-            for a, b in zip(A, Bf, strict=True)
-        ]
-    )
-    w2 = float(
-        sum(
-            float((p.detach().to(torch.float64) ** 2).sum())
-            for p in module.parameters()
-            if p.requires_grad
+            ).ravel(),
+            float(sum(float((p.detach().to(torch.float64) ** 2).sum()) for p in m.parameters())),
         )
+        for a, b, m in zip(A, Bf, layers, strict=True)
     )
-    return _Terms(curv, fit, n_out, w2, int(curv.size), regression)
+    curv = np.concatenate([c for c, _ in per_layer])
+    w2 = float(sum(w for _, w in per_layer))
+    return _Terms(curv, fit, n_out, w2, int(curv.size), regression, per_layer)
 
 
 def _online_update(
@@ -586,26 +584,33 @@ def _online_update(
     X: torch.Tensor,
     y: torch.Tensor,
     likelihood: str,
-    alpha: float,
+    alphas: np.ndarray,
     beta: float | None,
     *,
     batch_size: int = 256,
-) -> tuple[LaplaceFit, str, bool]:
+) -> tuple[np.ndarray, float | None, float, float, str, bool]:
     """One hyperparameter update of online Laplace training, at the current weights.
 
     Computes the curvature at the module's present parameters with K-FAC when every
     trainable parameter sits in a ``torch.nn.Linear`` layer, else with the exact
-    diagonal, and maximises the closed form of the evidence in ``(alpha, beta)`` from
-    their current values: by MacKay's fixed point, and where that does not converge by
-    L-BFGS-B in ``(log alpha, log beta)`` within ``1e-8`` to ``1e8``. Used by the
-    PyTorch estimators with ``weight_decay="evidence"`` between epochs (Immer et al.
-    2021, algorithm 1, with the hyperparameters optimised to convergence at each
+    diagonal, and maximises the closed form of the evidence in the prior precisions
+    and ``beta`` from their current values. ``alphas`` holds one prior precision per
+    Linear layer (K-FAC; the layer-wise prior of Immer et al. 2021, under which the
+    evidence is a sum over layers of the terms in the module docstring) or a single
+    one shared by every parameter (any structure). The maximum is found by MacKay's
+    fixed point (``alpha_l = gamma_l / |theta_l|^2``), and where that does not
+    converge by L-BFGS-B in the log precisions within ``1e-8`` to ``1e8``. Used by
+    the PyTorch estimators with ``weight_decay="evidence"`` between epochs (Immer et
+    al. 2021, algorithm 1, with the hyperparameters optimised to convergence at each
     update instead of a few gradient steps). The fallback matters: with K-FAC the
     curvature can have more non-zero eigenvalues than there are observations (far
     from the MAP, or with P >> n), and then the fixed point's noise update ``beta =
     (nC - gamma) / sse`` has no positive solution, while the closed form keeps a
-    finite maximum. Returns the fit, the structure used and whether the optimiser
-    reported success.
+    finite maximum.
+
+    Returns
+    -------
+    alphas, beta, log_evidence, gamma, structure, converged
     """
     from scipy.optimize import minimize
 
@@ -616,41 +621,81 @@ def _online_update(
     except InvalidParameterError:
         terms = _terms(module, X, y, likelihood, "diag", batch_size, where)
         structure = "diag"
+    alphas = np.asarray(alphas, dtype=float)
+    if alphas.size > 1 and alphas.size == len(terms.layers):
+        groups = [(c, w) for c, w in terms.layers]
+    else:
+        groups = [(terms.curv, terms.w2)]
+        alphas = alphas[:1]
     regression = likelihood == "regression"
-    curv = terms.curv
+    tiny = np.finfo(float).tiny
     if regression and beta is None:
-        beta = terms.n_out / max(terms.fit, np.finfo(float).tiny)
-    a, b, gamma, n_iter, status = _mackay(terms, alpha, beta, 500, 1e-9)
-    if status == "converged":  # the usual case, and much cheaper than L-BFGS-B
-        fit = LaplaceFit(a, b, terms.log_evidence(a, b), n_iter, gamma)
-        return fit, structure, True
+        beta = terms.n_out / max(terms.fit, tiny)
+
+    def value(a: np.ndarray, b: float | None) -> tuple[float, float]:
+        """Log evidence and gamma."""
+        if b is not None:
+            total = 0.5 * terms.n_out * (math.log(b) - _LOG2PI) - 0.5 * b * terms.fit
+        else:
+            total = -terms.fit
+        gamma = 0.0
+        for (c, w), al in zip(groups, a, strict=True):
+            g = c * b if b is not None else c
+            total += 0.5 * c.size * math.log(al) - 0.5 * al * w - 0.5 * float(np.log(g + al).sum())
+            gamma += float(np.sum(g / (g + al)))
+        return total, gamma
+
+    # MacKay's fixed point, one alpha per group
+    a, b = alphas.copy(), beta
+    converged = False
+    for _ in range(500):
+        gam = np.empty(len(groups))
+        for k, ((c, _w), al) in enumerate(zip(groups, a, strict=True)):
+            g = c * b if b is not None else c
+            gam[k] = float(np.sum(g / (g + al)))
+        if any(w <= tiny for _, w in groups) or (b is not None and terms.fit <= tiny):
+            break
+        a_new = np.maximum(gam, tiny) / np.array([w for _, w in groups])
+        step = float(np.max(np.abs(np.log(a_new / a))))
+        b_new = b
+        if b is not None:
+            if gam.sum() >= terms.n_out:
+                break
+            b_new = (terms.n_out - float(gam.sum())) / terms.fit
+            step = max(step, abs(math.log(b_new / b)))
+        a, b = a_new, b_new
+        if not (np.all(np.isfinite(a)) and np.all(a < 1e8) and np.all(a > 1e-8)):
+            break
+        if step < 1e-9:
+            converged = True
+            break
+    if converged:
+        log_ev, gamma = value(a, b)
+        return a, b, log_ev, gamma, structure, True
+
+    n_a = len(groups)
 
     def negative(z: np.ndarray) -> tuple[float, np.ndarray]:
-        a = math.exp(z[0])
-        b = math.exp(z[1]) if regression else None
-        g = curv * b if b is not None else curv
-        inv = 1.0 / (g + a)
+        al = np.exp(z[:n_a])
+        bb = math.exp(z[n_a]) if regression else None
         grad = np.zeros_like(z)
-        grad[0] = a * (0.5 * terms.n_params / a - 0.5 * terms.w2 - 0.5 * float(inv.sum()))
-        if b is not None:
-            grad[1] = b * (
-                0.5 * terms.n_out / b - 0.5 * terms.fit - 0.5 * float((curv * inv).sum())
+        total, _ = value(al, bb)
+        for k, (c, w) in enumerate(groups):
+            g = c * bb if bb is not None else c
+            grad[k] = al[k] * (
+                0.5 * c.size / al[k] - 0.5 * w - 0.5 * float((1.0 / (g + al[k])).sum())
             )
-        return -terms.log_evidence(a, b), -grad
+        if bb is not None:
+            inner = sum(float((c / (c * bb + al[k])).sum()) for k, (c, _) in enumerate(groups))
+            grad[n_a] = bb * (0.5 * terms.n_out / bb - 0.5 * terms.fit - 0.5 * inner)
+        return -total, -grad
 
-    start = [math.log(alpha)] + ([math.log(beta if beta is not None else 1.0)] * regression)
+    start = np.log(np.concatenate([alphas, [beta] if beta is not None else []]))
     bound = (math.log(1e-8), math.log(1e8))
     res = minimize(
-        negative, np.array(start), jac=True, method="L-BFGS-B", bounds=[bound] * len(start)
+        negative, np.clip(start, *bound), jac=True, method="L-BFGS-B", bounds=[bound] * start.size
     )
-    a = float(math.exp(res.x[0]))
-    b = float(math.exp(res.x[1])) if regression else None
-    g = curv * b if b is not None else curv
-    fit = LaplaceFit(
-        prior_precision=a,
-        noise_precision=b,
-        log_evidence=terms.log_evidence(a, b),
-        n_iter=int(res.nit),
-        effective_parameters=float(np.sum(g / (g + a))),
-    )
-    return fit, structure, bool(res.success)
+    a = np.exp(res.x[:n_a])
+    b = float(math.exp(res.x[n_a])) if regression else None
+    log_ev, gamma = value(a, b)
+    return a, b, log_ev, gamma, structure, bool(res.success)
