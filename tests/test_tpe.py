@@ -455,3 +455,28 @@ def test_pruned_trials_end_the_startup_phase():
     # past start-up the proposal is drawn around the one good trial, not from Sobol
     props = [sampler.suggest(space, history, np.random.default_rng(k))[0]["x"] for k in range(40)]
     assert np.mean(np.abs(np.array(props) - 0.5) < 0.25) > 0.7
+
+
+def test_good_group_size_counts_pruned_trials():
+    # 26 trials stopped early, 4 complete: gamma(30) = 3 good points (x = 0.1, 0.5,
+    # 0.9), so proposals gather around more than the best one (as gamma(4) = 1 would
+    # have it); 0.5 sits among the stopped trials, whose density in the bad group
+    # keeps proposals away from it, so the test looks at 0.1 and 0.9.
+    from twiddle import Float, FrozenTrial, History, Space, TrialState
+    from twiddle._samplers import TPESampler
+
+    space = Space({"x": Float(0.0, 1.0)})
+    rng = np.random.default_rng(1)
+    trials = [
+        FrozenTrial(i, TrialState.PRUNED, {"x": float(0.2 + 0.1 * rng.random())}, value=2.0)
+        for i in range(26)
+    ]
+    for i, (x, v) in enumerate([(0.1, 0.10), (0.5, 0.11), (0.9, 0.12), (0.7, 0.5)]):
+        trials.append(FrozenTrial(26 + i, TrialState.COMPLETE, {"x": x}, value=v))
+    history = History(trials, [], "minimize", 0)
+    sampler = TPESampler(n_startup=10)
+    props = np.array(
+        [sampler.suggest(space, history, np.random.default_rng(k))[0]["x"] for k in range(60)]
+    )
+    near = [np.mean(np.abs(props - c) < 0.1) for c in (0.1, 0.9)]
+    assert min(near) > 0.2, near

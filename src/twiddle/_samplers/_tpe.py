@@ -564,7 +564,10 @@ class TPESampler(Sampler):
       evidence against its region, and one being evaluated should not be proposed
       again (the "constant liar" for parallel studies). Complete and pruned trials
       count towards ``n_startup`` (so a study whose scheduler stops most trials does
-      not stay in the start-up design); only complete ones are ranked for the split.
+      not stay in the start-up design); only complete ones are ranked for the split,
+      but the size of ``l`` is ``gamma`` of complete and pruned trials together (the
+      pruned ones rank below the complete ones), so that a study whose scheduler
+      stops most trials keeps a good group of more than one point.
     * **Batches.** A batch (``n > 1``) is built one proposal at a time, each added to
       ``g`` before the next, so the batch spreads out.
     * **Duplicates.** Proposals are distinct from each other and from pending trials
@@ -684,7 +687,10 @@ class TPESampler(Sampler):
             return self._startup(space, geo, start, done, pending, rng)
 
         ranked = np.flatnonzero(ok)[np.argsort(y[ok], kind="stable")]
-        n_good = self._n_good(len(ranked))
+        # the good group's size counts the stopped trials too (they rank below every
+        # complete one): when a scheduler stops most trials, sizing it by the complete
+        # ones alone shrinks it to one point and the search stalls around it
+        n_good = min(self._n_good(len(ranked) + n_pruned), len(ranked))
         is_good = np.zeros(len(finished), dtype=bool)
         is_good[ranked[:n_good]] = True
         is_bad = ~is_good & ~np.isnan(done).all(axis=1)  # a trial with no parameters says nothing
