@@ -209,3 +209,72 @@ def test_slice_sampler_matches_a_posterior_known_by_quadrature():
         assert float(split_rhat(chains)[0]) < 1.05
         assert ess > 500
     assert misses <= 1  # about 0.1 % chance per seed of a miss at 3.5 standard errors each
+
+
+def test_group_sq_dists_equal_a_loop_over_columns():
+    fm = FeatureMap.build(["numeric", "categorical", "numeric"], [0, 3, 0], [False, False, True])
+    rng = np.random.default_rng(3)
+    U = rng.random((9, 3))
+    U[rng.random(9) < 0.4, 2] = np.nan
+    Z = fm.transform(U)
+    S = group_sq_dists(Z, Z[:4], fm.groups, 3)
+    ref = np.zeros((3, 9, 4))
+    for c in range(Z.shape[1]):
+        ref[fm.groups[c]] += (Z[:, c][:, None] - Z[:4, c][None, :]) ** 2
+    np.testing.assert_allclose(S, ref, rtol=0, atol=1e-15)
+
+
+def test_log_evidence_gradient_with_grouped_columns_matches_finite_differences():
+    # several feature columns share a length scale (one-hot choices, an inactive flag)
+    fm = FeatureMap.build(["numeric", "categorical", "numeric"], [0, 3, 0], [False, False, True])
+    rng = np.random.default_rng(8)
+    U = rng.random((18, 3))
+    U[rng.random(18) < 0.3, 2] = np.nan
+    Z = fm.transform(U)
+    y = rng.standard_normal(18)
+    S = group_sq_dists(Z, Z, fm.groups, 3)
+    theta = np.array([-0.3, 0.4, -1.0, 0.2, -2.5])
+    _, grad = log_evidence(theta, S, y)
+    eps = 1e-6
+    for i in range(theta.size):
+        e = np.zeros_like(theta)
+        e[i] = eps
+        fd = (log_evidence(theta + e, S, y)[0] - log_evidence(theta - e, S, y)[0]) / (2 * eps)
+        assert abs(fd - grad[i]) < 1e-6 * max(1.0, abs(fd))
+
+
+def test_predict_grad_in_a_subset_of_grouped_columns_matches_finite_differences():
+    fm = FeatureMap.build(["numeric", "categorical", "numeric"], [0, 2, 0], [False, False, False])
+    rng = np.random.default_rng(9)
+    Z = fm.transform(rng.random((15, 3)))
+    y = rng.standard_normal(15)
+    post = GPPosterior(np.array([-0.8, 0.1, -0.4, 0.3, -4.0]), Z, y, fm.groups)
+    x = fm.transform(rng.random((3, 3)))
+    cols = np.array([0, 3])  # the two numeric columns
+    mean, var, dmean, dvar = post.predict_grad(x, cols)
+    m0, v0 = post.predict(x)
+    np.testing.assert_allclose(mean, m0, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(var, v0, rtol=1e-8, atol=1e-12)
+    eps = 1e-6
+    for j, c in enumerate(cols):
+        e = np.zeros_like(x)
+        e[:, c] = eps
+        mp, vp = post.predict(x + e)
+        mm, vm = post.predict(x - e)
+        np.testing.assert_allclose((mp - mm) / (2 * eps), dmean[:, j], atol=1e-5)
+        np.testing.assert_allclose((vp - vm) / (2 * eps), dvar[:, j], atol=1e-5)
+
+
+def test_short_warm_fit_never_loses_objective_and_full_fit_is_at_least_as_good():
+    X, y = data(n=30, d=3, seed=11)
+    S = group_sq_dists(X, X, np.arange(3), 3)
+    prior = Hyperprior.default(3)
+    start = prior.modes(3)
+    lml0, _ = log_evidence(start, S, y)
+    value0 = lml0 + prior.logpdf(start)[0]
+    _, short, ok = fit_map(
+        S, y, prior, np.random.default_rng(0), warm_start=start, n_restarts=0, maxiter=3
+    )
+    assert ok and short >= value0
+    _, full, ok = fit_map(S, y, prior, np.random.default_rng(0), warm_start=start, n_restarts=2)
+    assert ok and full >= short - 1e-9

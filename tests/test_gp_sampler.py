@@ -163,3 +163,41 @@ def test_trials_stopped_by_racing_enter_the_model_with_their_noise():
     _, y, se = s._data(MIXED, History([*trials, pruned, learning_curve], [], "minimize", 0))
     assert y.size == 13 and y[-1] == 5.0
     assert se is not None and se[-1] == pytest.approx(pruned.value_se)
+
+
+def _schedule(sampler, space, trials, seed):
+    """Proposals and fit kinds of ``sampler`` as the history grows one trial at a time."""
+    kinds, proposals = [], []
+    for k in range(6, len(trials) + 1):
+        out = sampler.suggest(
+            space, History(trials[:k], [], "minimize", 0), np.random.default_rng([seed, k])
+        )
+        kinds.append(sampler.last_info["refit"])
+        proposals.append(out[0])
+    return kinds, proposals
+
+
+def test_hyperparameter_refit_schedule_is_periodic_and_deterministic():
+    trials = history_of(BRANIN, 16, 6, branin)
+
+    def make():
+        s = GPSampler(n_startup=5, n_candidates=64)
+        s.refit_every = 4
+        s.refit_drop = -math.inf  # only the periodic schedule
+        return s
+
+    kinds, proposals = _schedule(make(), BRANIN, trials, 0)
+    # a full fit first, then every 4th proposal; warm fits in between
+    assert kinds == ["full", "warm", "warm", "warm"] * 2 + ["full", "warm", "warm"]
+    assert _schedule(make(), BRANIN, trials, 0) == (kinds, proposals)
+
+
+def test_a_drop_in_evidence_forces_a_full_refit():
+    trials = history_of(BRANIN, 10, 7, branin)
+    s = GPSampler(n_startup=5, n_candidates=64)
+    s.refit_drop = math.inf  # every warm fit counts as a drop
+    kinds, _ = _schedule(s, BRANIN, trials, 1)
+    assert set(kinds) == {"full"}
+    # a warm fit that ran from a stale optimum is redone in full, on the new data
+    state = s._fits[next(iter(s._fits))]
+    assert state.n == 10 and state.since_full == 0

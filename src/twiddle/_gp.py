@@ -69,6 +69,10 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy.linalg import cho_solve, solve_triangular
+from scipy.linalg.lapack import dpotrf as _potrf
+from scipy.linalg.lapack import dpotri as _potri
+from scipy.linalg.lapack import dpotrs as _potrs
+from scipy.linalg.lapack import dtrtri as _trtri
 from scipy.optimize import minimize
 
 from twiddle._mcmc import slice_sample
@@ -152,35 +156,15 @@ class FeatureMap:
 # ----------------------------------------------------------------------------------
 def group_sq_dists(Z1: np.ndarray, Z2: np.ndarray, groups: np.ndarray, d: int) -> np.ndarray:
     """Squared distances per length-scale group, array of shape (d, n1, n2)."""
-    out = np.zeros((d, Z1.shape[0], Z2.shape[0]))
-    for c in range(Z1.shape[1]):
-        diff = Z1[:, c][:, None] - Z2[:, c][None, :]
-        out[groups[c]] += diff * diff
-    return out
-
-
-def matern52(S: np.ndarray, ell: np.ndarray, s2: float) -> tuple[np.ndarray, np.ndarray]:
-    """Kernel matrix and the factor ``s2 (5/3)(1 + sqrt5 r) exp(-sqrt5 r)``.
-
-    Parameters
-    ----------
-    S : array of shape (d, n1, n2)
-        Squared distances per group.
-    ell : array of shape (d,)
-    s2 : float
-
-    Returns
-    -------
-    K : array of shape (n1, n2)
-    G : array of shape (n1, n2)
-        ``dK/dlog ell_j = G * S_j / ell_j^2``.
-    """
-    r2 = np.tensordot(1.0 / (ell * ell), S, axes=1)
-    r = np.sqrt(np.maximum(r2, 0.0))
-    e = np.exp(-SQRT5 * r)
-    K = s2 * (1.0 + SQRT5 * r + (5.0 / 3.0) * r2) * e
-    G = s2 * (5.0 / 3.0) * (1.0 + SQRT5 * r) * e
-    return K, G
+    if Z1.shape[1] == d and np.array_equal(groups, np.arange(d)):
+        # one column per group: the squared differences themselves, dimension first
+        diff = Z1.T[:, :, None] - Z2.T[:, None, :]
+        return diff * diff
+    diff = Z1[:, None, :] - Z2[None, :, :]  # (n1, n2, m)
+    onehot = np.zeros((Z1.shape[1], d))
+    onehot[np.arange(Z1.shape[1]), groups] = 1.0
+    out: np.ndarray = np.moveaxis((diff * diff) @ onehot, 2, 0)
+    return np.ascontiguousarray(out)
 
 
 def log_evidence(
@@ -209,30 +193,47 @@ def log_evidence(
     lml : float
         ``-inf`` if K is not positive definite.
     grad : array of shape (d + 2,)
+
+    Notes
+    -----
+    All d length-scale derivatives come from one matrix-vector product: with
+    ``W = alpha alpha^T - K^-1`` and the groups' distances flattened to ``S`` of shape
+    (d, n^2), ``d/dlog ell_j = 1/2 (S @ vec(W * G))_j / ell_j^2``. ``K^-1`` is formed
+    from the Cholesky factor by LAPACK's ``potri``; it is never symmetrised, since only
+    its contractions with symmetric matrices are needed.
     """
     d = S.shape[0]
     n = y.size
-    ell = np.exp(theta[:d])
+    inv_ell2 = np.exp(-2.0 * theta[:d])
     s2 = math.exp(theta[d])
     nu2 = math.exp(theta[d + 1])
-    Kf, G = matern52(S, ell, s2)
+    Sf = S.reshape(d, n * n)
+    r2 = (inv_ell2 @ Sf).reshape(n, n)
+    r = np.sqrt(np.maximum(r2, 0.0))
+    e = np.exp(-SQRT5 * r)
+    G = (s2 * 5.0 / 3.0) * (1.0 + SQRT5 * r) * e
+    Kf = s2 * (1.0 + SQRT5 * r + (5.0 / 3.0) * r2) * e
     K = Kf.copy()
-    diag = nu2 + JITTER + (0.0 if extra_noise is None else extra_noise)
-    K[np.diag_indices(n)] += diag
-    try:
-        L = np.linalg.cholesky(K)
-    except np.linalg.LinAlgError:
+    K.flat[:: n + 1] += nu2 + JITTER + (0.0 if extra_noise is None else extra_noise)
+    L, info = _potrf(K, lower=1, clean=1, overwrite_a=1)
+    if info != 0:
         return -math.inf, np.zeros(d + 2)
-    alpha = cho_solve((L, True), y, check_finite=False)
-    lml = -0.5 * float(y @ alpha) - float(np.log(np.diag(L)).sum()) - 0.5 * n * LOG2PI
+    alpha, _ = _potrs(L, y, lower=1)
+    lml = -0.5 * float(y @ alpha) - float(np.log(L.flat[:: n + 1]).sum()) - 0.5 * n * LOG2PI
     g = np.zeros(d + 2)
     if grad:
-        Kinv = cho_solve((L, True), np.eye(n), check_finite=False)
-        W = np.outer(alpha, alpha) - Kinv
-        WG = W * G
-        for j in range(d):
-            g[j] = 0.5 * float(np.sum(WG * S[j])) / (ell[j] * ell[j])
-        g[d] = 0.5 * float(np.sum(W * Kf))
+        # potri leaves K^-1 in the lower triangle (the upper one stays zero). Every
+        # matrix W is contracted with below is symmetric, so twice the strict lower
+        # triangle plus the diagonal stands in for the full K^-1.
+        Kinv_low, info = _potri(L, lower=1, overwrite_c=1)
+        if info != 0:
+            return -math.inf, np.zeros(d + 2)
+        Kinv_low *= 2.0
+        Kinv_low.flat[:: n + 1] *= 0.5
+        W = np.outer(alpha, alpha)
+        W -= Kinv_low
+        g[:d] = 0.5 * (Sf @ (W * G).ravel()) * inv_ell2
+        g[d] = 0.5 * float(np.vdot(W, Kf))
         g[d + 1] = 0.5 * nu2 * float(np.trace(W))
     return lml, g
 
@@ -307,6 +308,7 @@ def fit_map(
     extra_noise: np.ndarray | None = None,
     warm_start: np.ndarray | None = None,
     n_restarts: int = 2,
+    maxiter: int = 200,
 ) -> tuple[np.ndarray, float, bool]:
     """Maximise log evidence + log hyperprior with multi-start L-BFGS-B in log space.
 
@@ -321,8 +323,11 @@ def fit_map(
     warm_start : array of shape (d + 2,), optional
         Previous optimum; always one of the starts.
     n_restarts : int
-        Random starts (drawn from the prior) in addition to the warm start; with
-        restarts, or without a warm start, the prior mode is a start too.
+        Random starts (drawn from the prior) in addition to the warm start, or, without
+        a warm start, in addition to the prior mode.
+    maxiter : int
+        L-BFGS-B iterations per start. A few suffice to follow a warm start from one
+        trial to the next; a full fit converges.
 
     Returns
     -------
@@ -351,7 +356,7 @@ def fit_map(
     if warm:
         assert warm_start is not None
         starts.append(np.clip(warm_start, bounds[:, 0], bounds[:, 1]))
-    if not warm or n_restarts > 0:
+    else:
         starts.append(np.clip(base.modes(d), bounds[:, 0], bounds[:, 1]))
     for _ in range(n_restarts):
         draw = base.locs(d) + base.scales(d) * rng.standard_normal(d + 2)
@@ -360,7 +365,7 @@ def fit_map(
     for x0 in starts:
         try:
             res = minimize(
-                neg, x0, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 200}
+                neg, x0, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": maxiter}
             )
         except (ValueError, FloatingPointError, np.linalg.LinAlgError):
             continue
@@ -452,26 +457,31 @@ class GPPosterior:
         # scaled features: squared distance is plain Euclidean in these
         self._scale = 1.0 / self.ell[groups]
         self.Zs = Z * self._scale
-        K = self._k(self.Zs, self.Zs)
-        K[np.diag_indices(len(y))] += (
-            self.nu2 + JITTER + (0.0 if extra_noise is None else extra_noise)
-        )
+        self._zs2 = np.sum(self.Zs * self.Zs, axis=1)
+        K = self._k(self.Zs, self._zs2)
+        K.flat[:: len(y) + 1] += self.nu2 + JITTER + (0.0 if extra_noise is None else extra_noise)
         self.L = np.linalg.cholesky(K)
         self.alpha = cho_solve((self.L, True), y, check_finite=False)
+        # L^-1, so that predictions are matrix products: v = L^-1 k, K^-1 k = L^-T v
+        self._Linv, info = _trtri(self.L, lower=1)
+        if info != 0:  # pragma: no cover - L has a positive diagonal
+            self._Linv = solve_triangular(self.L, np.eye(len(y)), lower=True)
+        self._cols: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
 
-    def _k(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
-        r2 = np.sum(A * A, axis=1)[:, None] + np.sum(B * B, axis=1)[None, :] - 2.0 * A @ B.T
-        r2 = np.maximum(r2, 0.0)
+    def _k(self, A: np.ndarray, a2: np.ndarray) -> np.ndarray:
+        """Kernel between scaled points ``A`` (squared norms ``a2``) and the training set."""
+        r2 = np.maximum(a2[:, None] + self._zs2[None, :] - 2.0 * (A @ self.Zs.T), 0.0)
         r = np.sqrt(r2)
         k: np.ndarray = self.s2 * (1.0 + SQRT5 * r + (5.0 / 3.0) * r2) * np.exp(-SQRT5 * r)
         return k
 
     def predict(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Latent mean and variance at features ``Z`` of shape (q, m); arrays of shape (q,)."""
-        Ks = self._k(Z * self._scale, self.Zs)
+        Zs = Z * self._scale
+        Ks = self._k(Zs, np.sum(Zs * Zs, axis=1))
         mean = Ks @ self.alpha
-        v = solve_triangular(self.L, Ks.T, lower=True, check_finite=False)
-        var = np.maximum(self.s2 - np.sum(v * v, axis=0), 1e-12)
+        v = Ks @ self._Linv.T  # rows are (L^-1 k)^T
+        var = np.maximum(self.s2 - np.einsum("qn,qn->q", v, v), 1e-12)
         return mean, var
 
     def predict_grad(
@@ -483,21 +493,39 @@ class GPPosterior:
         -------
         mean, var : arrays of shape (q,)
         dmean, dvar : arrays of shape (q, len(cols))
+
+        Notes
+        -----
+        With ``k`` the kernel vector of a point and ``D_c = dk/dz_c``:
+        ``dmean_c = D_c . alpha`` and ``dvar_c = -2 D_c . (K^-1 k)``, and
+        ``dk_i/dz_c = -s2 (5/3)(1 + sqrt5 r_i) exp(-sqrt5 r_i) (z_c - z_ic) / ell_c^2``.
+        Both are contractions of the differences ``z_c - z_ic`` with the weights
+        ``G alpha`` and ``-2 G K^-1 k`` (``G`` the radial factor above), computed as
+        ``sum_i w_i z_c - sum_i w_i z_ic``, so no (q, n, m) tensor is formed.
         """
         Zs = Z * self._scale
-        diff = Zs[:, None, :] - self.Zs[None, :, :]  # (q, n, m)
-        r2 = np.sum(diff * diff, axis=2)
-        r = np.sqrt(np.maximum(r2, 0.0))
-        e = np.exp(-SQRT5 * r)
-        Ks = self.s2 * (1.0 + SQRT5 * r + (5.0 / 3.0) * r2) * e
-        # dk/dz_c = -s2 (5/3)(1 + sqrt5 r) e * diff_c * scale_c  (in unscaled z)
-        G = -self.s2 * (5.0 / 3.0) * (1.0 + SQRT5 * r) * e  # (q, n)
-        dK = G[:, :, None] * diff[:, :, cols] * self._scale[cols][None, None, :]  # (q, n, c)
+        q = Zs.shape[0]
+        r2 = np.sum(Zs * Zs, axis=1)[:, None] + self._zs2 - 2.0 * (Zs @ self.Zs.T)
+        np.maximum(r2, 0.0, out=r2)
+        sr = SQRT5 * np.sqrt(r2)
+        se = self.s2 * np.exp(-sr)
+        Ks = se * (1.0 + sr + (5.0 / 3.0) * r2)
         mean = Ks @ self.alpha
-        dmean = np.einsum("qnc,n->qc", dK, self.alpha)
-        Kinv_ks = cho_solve((self.L, True), Ks.T, check_finite=False)  # (n, q)
-        var = np.maximum(self.s2 - np.sum(Ks.T * Kinv_ks, axis=0), 1e-12)
-        dvar = -2.0 * np.einsum("qnc,nq->qc", dK, Kinv_ks)
+        v = Ks @ self._Linv.T  # (q, n): rows are (L^-1 k)^T
+        var = np.maximum(self.s2 - np.sum(v * v, axis=1), 1e-12)
+        # dk_i/dzs_c = G_i (zs_c - zs_ic) with G = -s2 (5/3)(1 + sqrt5 r) exp(-sqrt5 r);
+        # weighted by alpha it gives the mean's gradient, by -2 K^-1 k the variance's
+        Gm = (-5.0 / 3.0) * (1.0 + sr) * se
+        W = np.empty((2, q, Gm.shape[1]))
+        np.multiply(Gm, self.alpha, out=W[0])
+        np.multiply(Gm, v @ self._Linv, out=W[1])
+        W[1] *= -2.0
+        key = cols.tobytes()
+        if key not in self._cols:
+            self._cols[key] = (self.Zs[:, cols], self._scale[cols])
+        Xc, sc = self._cols[key]
+        D = (W.sum(axis=2)[:, :, None] * Zs[None, :, cols] - W @ Xc) * sc
+        dmean, dvar = D[0], D[1]
         return mean, var, dmean, dvar
 
 
@@ -519,8 +547,11 @@ def log_h(z: np.ndarray) -> np.ndarray:
     from scipy.special import erfcx, ndtr
 
     z = np.asarray(z, dtype=float)
-    out = np.empty_like(z)
     hi = z > -1.0
+    if hi.all():  # the common case needs no masking
+        out_hi: np.ndarray = np.log(np.exp(-0.5 * z * z - _LOG_SQRT2PI) + z * ndtr(z))
+        return out_hi
+    out = np.empty_like(z)
     far = z < -1e6
     mid = ~hi & ~far
     zh = z[hi]
@@ -553,7 +584,7 @@ def log_ei_grad(
     lh = log_h(z)
     # d log h / dz = Phi(z) / h(z) = exp(log Phi(z) - log h(z))
     dlh = np.exp(log_ndtr(z) - lh)
-    dsd = dvar / (2.0 * sd[:, None])
-    dz = (-dmean * sd[:, None] - (best - mean)[:, None] * dsd) / var[:, None]
-    grad = dlh[:, None] * dz + dsd / sd[:, None]
+    # with dsd = dvar / (2 sd) and dz = -(dmean + z dsd) / sd:
+    # d log EI = dlh dz + dsd / sd = -(dlh / sd) dmean + (1 - dlh z) / (2 var) dvar
+    grad = (-dlh / sd)[:, None] * dmean + ((1.0 - dlh * z) / (2.0 * var))[:, None] * dvar
     return lh + np.log(sd), grad
