@@ -15,6 +15,9 @@ weight decay from the same candidates:
   move to the candidate nearest the fitted decay, until a candidate repeats; keep the
   visited candidate of highest evidence. Fewer fits, but from an over-fitted start the
   post hoc updates creep up slowly and stall on a coarse grid (diabetes shows this).
+- **Laplace evidence, path**: the grid's candidates trained along a regularisation
+  path (weakest decay first, each fit warm-started from the previous weights), scored
+  and chosen as in the grid method.
 - **5-fold CV**: train on four folds per candidate and fold, score on the fifth (mean
   squared error; log loss), keep the candidate with the best mean, refit on the whole
   training set.
@@ -91,7 +94,13 @@ def train(
 ) -> tuple[torch.nn.Module, int]:
     """Full-batch L-BFGS on the MAP objective; returns the net and the iterations used."""
     d_out = 1 if task == "regression" else int(y.max()) + 1
-    net = make_net(X.shape[1], d_out, hidden, seed)
+    return train_from(make_net(X.shape[1], d_out, hidden, seed), X, y, task, decay, n_iter)
+
+
+def train_from(
+    net: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, task: str, decay: float, n_iter: int
+) -> tuple[torch.nn.Module, int]:
+    """Go on training ``net`` (in place) with full-batch L-BFGS on the MAP objective."""
     params = list(net.parameters())
     opt = torch.optim.LBFGS(
         params, lr=1.0, max_iter=n_iter, line_search_fn="strong_wolfe", tolerance_grad=1e-9
@@ -200,6 +209,43 @@ def by_evidence_iterated(
     }
 
 
+def by_evidence_path(
+    X: torch.Tensor, y: torch.Tensor, task: str, grid: list[float], cfg: dict[str, Any]
+) -> dict[str, Any]:
+    """The same candidates as ``by_evidence``, trained along a regularisation path:
+    from the weakest decay to the strongest, each fit warm-started from the previous
+    candidate's weights (L-BFGS stops at its tolerance, so a warm start costs fewer
+    iterations); scored and chosen as in ``by_evidence``."""
+    t0 = time.perf_counter()
+    d_out = 1 if task == "regression" else int(y.max()) + 1
+    net = make_net(X.shape[1], d_out, cfg["hidden"], cfg["seed"])
+    yy = y.reshape(-1, 1) if task == "regression" else y
+    evidences, states, iters = [], [], 0
+    order = sorted(range(len(grid)), key=lambda k: grid[k])
+    for k in order:
+        decay = grid[k]
+        _, it = train_from(net, X, y, task, decay, cfg["n_iter"])
+        iters += it
+        if task == "regression":
+            beta = fit_laplace_hyperparameters(net, X, yy).noise_precision
+            assert beta is not None
+            ev = laplace_evidence(net, X, yy, prior_precision=decay * beta, noise_precision=beta)
+        else:
+            ev = laplace_evidence(net, X, y, likelihood="classification", prior_precision=decay)
+        evidences.append(ev)
+        states.append({key: v.clone() for key, v in net.state_dict().items()})
+    best = int(np.argmax(evidences))
+    net.load_state_dict(states[best])
+    return {
+        "choice": grid[order[best]],
+        "net": net,
+        "fits": len(grid),
+        "iterations": iters,
+        "seconds": time.perf_counter() - t0,
+        "criterion": {str(grid[k]): ev for k, ev in zip(order, evidences, strict=True)},
+    }
+
+
 def by_cv(
     X: torch.Tensor, y: torch.Tensor, task: str, grid: list[float], cfg: dict[str, Any]
 ) -> dict[str, Any]:
@@ -259,6 +305,7 @@ def run_split(name: str, split: int, grid: list[float], cfg: dict[str, Any]) -> 
     methods: tuple[tuple[str, Callable[..., dict[str, Any]]], ...] = (
         ("evidence", by_evidence),
         ("evidence_iterated", by_evidence_iterated),
+        ("evidence_path", by_evidence_path),
         ("cv", by_cv),
     )
     for method, fn in methods:
@@ -271,7 +318,7 @@ def run_split(name: str, split: int, grid: list[float], cfg: dict[str, Any]) -> 
             entry["test_accuracy"] = accuracy(res["net"], Xt_te, yt_te)
         out[method] = entry
     cv = out["cv"]
-    for method in ("evidence", "evidence_iterated"):
+    for method in ("evidence", "evidence_iterated", "evidence_path"):
         ev = out[method]
         ev["loss_diff"] = ev["test_loss"] - cv["test_loss"]  # positive: evidence worse
         ev["within_se"] = bool(ev["loss_diff"] <= cv["test_loss_se"])
@@ -302,7 +349,10 @@ def markdown(results: list[dict[str, Any]], facts: dict[str, Any], cfg: dict[str
         "iteration on the same candidates: train at the weakest decay, fit the precisions "
         "post hoc (`fit_laplace_hyperparameters`), move to the candidate nearest the "
         "fitted decay, stop when a candidate repeats, keep the visited one of highest "
-        "evidence. Compute ratios are CV / method.",
+        "evidence. `evidence (path)` trains the same candidates as `evidence (grid)` "
+        "along a regularisation path, weakest decay first, each fit warm-started from "
+        "the previous one's weights (L-BFGS stops at its tolerance, so warm starts use "
+        "fewer iterations). Compute ratios are CV / method.",
         "",
         "| data | split | method | decay | test loss | CV test loss +- SE | within SE | "
         "fits | L-BFGS iters | seconds |",
@@ -313,6 +363,7 @@ def markdown(results: list[dict[str, Any]], facts: dict[str, Any], cfg: dict[str
         for method, label in (
             ("evidence", "evidence (grid)"),
             ("evidence_iterated", "evidence (iterated)"),
+            ("evidence_path", "evidence (path)"),
             ("cv", "5-fold CV"),
         ):
             m = r[method]
@@ -337,6 +388,7 @@ def markdown(results: list[dict[str, Any]], facts: dict[str, Any], cfg: dict[str
     for method, label in (
         ("evidence", "Evidence (grid)"),
         ("evidence_iterated", "Evidence (iterated)"),
+        ("evidence_path", "Evidence (path)"),
     ):
         n_ok = sum(r[method]["within_se"] for r in results)
         min_iter = min(r[method]["iteration_ratio"] for r in results)
@@ -379,7 +431,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{name} split {split}: "
                 + ", ".join(
                     f"{m} {r[m]['choice']:.3g} loss {r[m]['test_loss']:.4f}"
-                    for m in ("evidence", "evidence_iterated", "cv")
+                    for m in ("evidence", "evidence_iterated", "evidence_path", "cv")
                 ),
                 flush=True,
             )

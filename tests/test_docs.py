@@ -1,4 +1,4 @@
-"""The Python examples in the README run as written."""
+"""The Python examples in the README and in docs/ run as written."""
 
 from __future__ import annotations
 
@@ -7,8 +7,21 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+DOC_BLOCKS = [
+    (f"{path.relative_to(ROOT)}[{i}]", block)
+    for path in sorted((ROOT / "docs").glob("*.md"))
+    for i, block in enumerate(re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S))
+]
+
+
+def _skip_without_extras(block: str) -> None:
+    if "twiddle.torch" in block:
+        pytest.importorskip("torch")  # the torch extra is optional
+    if "jax" in block:
+        pytest.importorskip("numpyro")  # so is the nuts extra
 
 
 def test_readme_has_python_examples():
@@ -18,7 +31,14 @@ def test_readme_has_python_examples():
 @pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_example_runs(index, tmp_path, monkeypatch):
-    if "twiddle.torch" in BLOCKS[index]:
-        pytest.importorskip("torch")  # the torch extra is optional
+    _skip_without_extras(BLOCKS[index])
     monkeypatch.chdir(tmp_path)
     exec(compile(BLOCKS[index], f"README.md[python block {index}]", "exec"), {})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "block"), DOC_BLOCKS, ids=[n for n, _ in DOC_BLOCKS])
+def test_docs_example_runs(name, block, tmp_path, monkeypatch):
+    _skip_without_extras(block)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, name, "exec"), {})
