@@ -75,6 +75,22 @@ def test_the_example_spec_runs(tmp_path, capsys):
     assert "Ran 6 trial(s)" in out and "log evidence" in out
 
 
+@pytest.mark.slow
+def test_the_torch_evidence_example_prefers_the_linear_network(tmp_path, capsys):
+    # diabetes is close to linear: the evidence of the network without hidden layers
+    # (-2407.7, near Bayesian ridge's exact -2405.8) beats every hidden-layer network
+    pytest.importorskip("torch")
+    shutil.copy(EXAMPLES / "diabetes_mlp_evidence.toml", tmp_path / "ex.toml")
+    code, out, err = run(capsys, "run", str(tmp_path / "ex.toml"), "--no-progress")
+    assert code == 0, err
+    study = Study.load("ex", f"sqlite:///{tmp_path / 'ex.db'}")
+    try:
+        assert study.best_params["n_layers"] == 0
+        assert len(study.trials) == 9
+    finally:
+        study.storage.close()
+
+
 def test_method_defaults_to_cv_and_is_read_from_run():
     assert load_spec(EXAMPLES / "wine_svm.toml").method == "cv"
     assert load_spec(EXAMPLES / "diabetes_evidence.toml").method == "evidence"
