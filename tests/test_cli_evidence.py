@@ -81,7 +81,7 @@ def test_the_torch_evidence_example_prefers_the_linear_network(tmp_path, capsys)
     # (-2407.7, near Bayesian ridge's exact -2405.8) beats every hidden-layer network
     pytest.importorskip("torch")
     shutil.copy(EXAMPLES / "diabetes_mlp_evidence.toml", tmp_path / "ex.toml")
-    code, out, err = run(capsys, "run", str(tmp_path / "ex.toml"), "--no-progress")
+    code, _out, err = run(capsys, "run", str(tmp_path / "ex.toml"), "--no-progress")
     assert code == 0, err
     study = Study.load("ex", f"sqlite:///{tmp_path / 'ex.db'}")
     try:
