@@ -202,13 +202,16 @@ def scaling_run(
     started = time.time()
     opt = make_optimizer(optimizer, prob.space, seed)
     ask_s: list[float] = []
+    ask_cpu_s: list[float] = []
     suggest_s: list[float | None] = []
     spent = 0.0
     capped = False
     best = math.inf
     t_wall = time.perf_counter()
     for i in range(max_trials):
+        c0 = time.process_time()  # CPU of the whole process: load from others is excluded
         handle, config, t_ask, t_sugg = opt.ask()
+        ask_cpu_s.append(round(time.process_time() - c0, 7))
         loss = float(prob.loss(config))
         t_tell = opt.tell(handle, loss if finite(loss) else None)
         best = min(best, loss)
@@ -231,6 +234,7 @@ def scaling_run(
         "wall_s": round(time.perf_counter() - t_wall, 3),
         "best": best,
         "ask_s": ask_s,
+        "ask_cpu_s": ask_cpu_s,
         "suggest_s": None if all(s is None for s in suggest_s) else suggest_s,
         "started": started,
         "jobs": jobs,

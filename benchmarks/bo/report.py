@@ -188,6 +188,9 @@ def summarise(
             "optimizer_s": rec["optimizer_s"],
             "jobs": rec.get("jobs", 1),
             "at": {n: window_mean(rec["ask_s"], n) for n in SCALING_AT},
+            "cpu_at": {n: window_mean(rec["ask_cpu_s"], n) for n in SCALING_AT}
+            if rec.get("ask_cpu_s")
+            else {},
             "last": _mean(rec["ask_s"][-TIME_WINDOW:]),
         }
 
@@ -286,6 +289,13 @@ def targets(summary: dict[str, Any]) -> list[str]:
                 lines.append(
                     f"  scaling run on {p} at 100 trials: {num} / {den} = {ratio:.3g} "
                     f"(target <= {target:g}; {'met' if ratio <= target else 'not met'})"
+                )
+            if a and b and a["cpu_at"].get(100) and b["cpu_at"].get(100):
+                cpu = a["cpu_at"][100] / b["cpu_at"][100]
+                lines.append(
+                    f"  same run, CPU time: {a['cpu_at'][100] * 1e3:.3g} ms / "
+                    f"{b['cpu_at'][100] * 1e3:.3g} ms = {cpu:.3g} "
+                    f"(target <= {target:g}; {'met' if cpu <= target else 'not met'})"
                 )
     return lines
 
