@@ -157,6 +157,73 @@ def test_asha_in_arrival_order_never_stops_the_best_curve_and_saves_steps() -> N
     assert steps < 0.5 * len(limits) * (STEPS + 1)
 
 
+def test_asha_smoothing_averages_the_last_values_up_to_the_rung() -> None:
+    others = [{1: 0.5, 2: 0.45, 3: 0.40}, {1: 0.6, 2: 0.55, 3: 0.50}]
+    spike = {1: 0.42, 2: 0.38, 3: 0.52}  # the best curve, with one bad value at the rung
+    raw = SuccessiveHalving(min_resource=3, reduction_factor=2)
+    smooth = SuccessiveHalving(min_resource=3, reduction_factor=2, smoothing=3)
+    assert raw.decide(spike, others)["value"] == 0.52 and raw.should_stop(spike, others)
+    d = smooth.decide(spike, others)
+    assert d["value"] == pytest.approx((0.42 + 0.38 + 0.52) / 3) and not d["stop"]
+    # the others are averaged over the same window: 0.45 and 0.55
+    assert smooth.should_stop({1: 0.5, 2: 0.5, 3: 0.5}, others)
+    # a curve with fewer values than the window is averaged over those it has, and a
+    # curve that skipped the rung step is averaged up to its first step past the rung
+    assert smooth.decide({3: 0.3}, others)["value"] == 0.3
+    assert smooth.decide({2: 0.6, 4: 0.3}, others)["value"] == pytest.approx(0.45)
+    # smoothing=1 is the rule of earlier versions: the single value at the rung
+    plain = SuccessiveHalving(min_resource=3, reduction_factor=2)
+    assert plain.smoothing == 1 and "smoothing" not in repr(plain)
+    assert "smoothing=3" in repr(smooth)
+
+
+def test_asha_smoothing_keeps_the_best_of_noisy_curves_more_often() -> None:
+    """27 curves with limits 0.02 apart and noise of sd 0.05 per step; the best 3 go on.
+
+    At rung 9 the curves are flat to 1e-4, so a value there is the limit plus noise of
+    sd 0.05 alone, or 0.05 / sqrt(5) when averaged over five steps: the best curve is
+    stopped about one time in five by the single value and hardly ever by the
+    average. 200 noise draws.
+    """
+    limits = 0.02 * np.arange(27)
+    kept = {1: 0, 5: 0}
+    for seed in range(200):
+        noise = np.random.default_rng(seed).normal(0.0, 0.05, (27, 10))
+        curves = [
+            {t: float(a + 0.3 * math.exp(-t) + noise[i, t]) for t in range(10)}
+            for i, a in enumerate(limits)
+        ]
+        for w in kept:
+            asha = SuccessiveHalving(min_resource=9, reduction_factor=9, smoothing=w)
+            kept[w] += not asha.should_stop(curves[0], curves[1:])
+    assert kept[1] / 200 < 0.9
+    assert kept[5] / 200 > 0.95
+
+
+def overfitting(trial: twiddle.Trial) -> float:
+    """A run whose loss rises with t: (x - 0.3)^2 + 0.01 t (the best step is the first)."""
+    x = trial.suggest_float("x", 0.0, 1.0)
+    loss = math.inf
+    for t in range(1, STEPS + 1):
+        loss = (x - 0.3) ** 2 + 0.01 * t
+        trial.report(loss, t)
+        if trial.should_prune():
+            raise TrialPruned(f"stopped at step {t}")
+    return loss
+
+
+def test_best_trial_ran_to_the_end_even_when_stopped_trials_report_lower_values() -> None:
+    study = twiddle.Study(seed=5, sampler="random")
+    study.optimize(overfitting, n_trials=30, scheduler=SuccessiveHalving(1, 3, STEPS))
+    best = study.best_trial
+    pruned = [t for t in study.trials if t.state is TrialState.PRUNED]
+    # stopped early, these trials' last values are lower than any complete trial's
+    assert any(t.value is not None and t.value < best.value for t in pruned)  # type: ignore[operator]
+    assert best.state is TrialState.COMPLETE and len(best.intermediate) == STEPS
+    complete = [t for t in study.trials if t.state is TrialState.COMPLETE]
+    assert best.number == min(complete, key=lambda t: abs(t.params["x"] - 0.3)).number
+
+
 # ----------------------------------------------------------------------------------
 # Hyperband
 # ----------------------------------------------------------------------------------
@@ -206,6 +273,7 @@ def test_hyperband_compares_within_the_bracket_only() -> None:
         lambda: SuccessiveHalving(min_resource=0),
         lambda: SuccessiveHalving(reduction_factor=1),
         lambda: SuccessiveHalving(min_resource=5, max_resource=4),
+        lambda: SuccessiveHalving(smoothing=0),
         lambda: Hyperband(),
         lambda: Hyperband(min_resource=3, max_resource=2),
         lambda: SuccessiveHalving().decide({1: 1.0}, [], "up"),

@@ -159,7 +159,8 @@ r_k
     ``r_k < R``. At step ``R`` a trial is complete, and stopping it saves nothing.
 v_i[r_k]
     Value of trial i *at rung* r_k: its value at the first step it reported that
-    is >= r_k (so a curve need not report at exactly the rung steps).
+    is >= r_k (so a curve need not report at exactly the rung steps); with
+    ``SuccessiveHalving(smoothing=w)``, the mean of its last w values up to that step.
 
 Median stopping (Golovin et al., 2017, "Google Vizier: a service for black-box
 optimization", KDD): stop at step s when the trial's best value so far
@@ -561,10 +562,18 @@ def _finite_steps(values: Mapping[int, float]) -> list[int]:
     return sorted(int(k) for k, v in values.items() if math.isfinite(v))
 
 
-def _value_at_rung(values: Mapping[int, float], rung: int) -> float | None:
-    """Value at the first reported step >= ``rung`` (None if the curve did not get there)."""
-    steps = [k for k in _finite_steps(values) if k >= rung]
-    return float(values[steps[0]]) if steps else None
+def _value_at_rung(values: Mapping[int, float], rung: int, window: int = 1) -> float | None:
+    """Value at the first reported step >= ``rung`` (None if the curve did not get there).
+
+    With ``window > 1``, the mean of the last ``window`` finite values up to that step
+    (fewer when the curve has fewer).
+    """
+    steps = _finite_steps(values)
+    at = next((i for i, k in enumerate(steps) if k >= rung), None)
+    if at is None:
+        return None
+    last = steps[max(0, at + 1 - window) : at + 1]
+    return math.fsum(float(values[k]) for k in last) / len(last)
 
 
 class CurveScheduler:
@@ -729,7 +738,30 @@ class SuccessiveHalving(CurveScheduler):
     only if its value there is among the best ``max(1, floor(n / eta))`` of the n
     values recorded at that rung by all trials so far, itself included, whatever
     their state (the promotion rule of Li et al., 2020); otherwise it is stopped.
-    Between two rungs the decision of the last rung reached stands.
+    Ties are kept: a trial whose value equals the ``n_keep``-th best goes on, so more
+    than ``n_keep`` trials may pass a rung. Between two rungs the decision of the last
+    rung reached stands.
+
+    A stopped trial is PRUNED, and the study's best trial is chosen among the COMPLETE
+    trials only (by the value the objective returns), so the chosen configuration is
+    always one that ran to the end, even when a stopped trial reported a lower loss
+    on its way.
+
+    Choosing the rungs. How early the rungs may start depends on how early the
+    learning curves stop crossing. On neural networks they cross late: a small
+    learning rate that ends best is behind after a few epochs. On an MLP trained
+    for R = 27 epochs on the digits data, 20 trials and 20 seeds
+    (``benchmarks/halving.py``), ``min_resource=3, reduction_factor=3`` trains 30 %
+    of the epochs but stops the configuration a full run chooses in 9 of 20 seeds
+    (held-out loss +0.0057 +- 0.0034 worse, mean +- standard error), while
+    ``min_resource=4, reduction_factor=2`` (rungs at 4, 8 and 16 epochs) trains 39 %
+    and its choice is as good within one standard error (+0.0013 +- 0.0021). A late
+    rung met by few trials is fragile: with ``min_resource=5, reduction_factor=2``
+    (rungs at 5, 10 and 20) one seed kept only its first trial to the end, a poor
+    one, because its validation loss at epoch 20 was a lucky low (0.094, against
+    0.183 at epoch 27) and the four later trials that reached epoch 20 were judged
+    against it and stopped (+0.0108 +- 0.0060 over the seeds); with ``smoothing=3``
+    that seed, and so the setting, matched the full run (+0.0013 +- 0.0021).
 
     Parameters
     ----------
@@ -740,6 +772,15 @@ class SuccessiveHalving(CurveScheduler):
     max_resource : int or None, default None
         The step at which a trial is complete: no rung at or above it. None puts no
         bound on the rungs.
+    smoothing : int, default 1
+        Values compared at a rung: the mean of a trial's last ``smoothing`` reported
+        values up to the rung (fewer when it has reported fewer). 1 compares the
+        single value at the rung. A window of a few steps guards against a
+        decision made by one noisy value; it cannot help when curves cross, and a
+        window that reaches back into the first steps favours the configurations
+        that learn fastest, so keep it short next to ``min_resource``.
+        Keyword-only; new in this version (earlier versions compared the single
+        value).
 
     Examples
     --------
@@ -750,6 +791,12 @@ class SuccessiveHalving(CurveScheduler):
     False
     >>> asha.should_stop({1: 0.65}, others, "minimize")  # third of 4
     True
+    >>> raw = SuccessiveHalving(min_resource=3, reduction_factor=2)
+    >>> smooth = SuccessiveHalving(min_resource=3, reduction_factor=2, smoothing=3)
+    >>> others = [{1: 0.5, 2: 0.45, 3: 0.40}, {1: 0.6, 2: 0.55, 3: 0.50}]
+    >>> spike = {1: 0.42, 2: 0.38, 3: 0.52}  # one bad value at the rung
+    >>> raw.should_stop(spike, others), smooth.should_stop(spike, others)
+    (True, False)
     """
 
     name = "halving"
@@ -759,6 +806,8 @@ class SuccessiveHalving(CurveScheduler):
         min_resource: int = 1,
         reduction_factor: int = 3,
         max_resource: int | None = None,
+        *,
+        smoothing: int = 1,
     ) -> None:
         where = type(self).__name__
         self.min_resource = _req_int(min_resource, "min_resource", where, minimum=1)
@@ -766,11 +815,13 @@ class SuccessiveHalving(CurveScheduler):
         self.max_resource = check_int(
             max_resource, "max_resource", where, minimum=self.min_resource, allow_none=True
         )
+        self.smoothing = _req_int(smoothing, "smoothing", where, minimum=1)
 
     def __repr__(self) -> str:
+        extra = "" if self.smoothing == 1 else f", smoothing={self.smoothing}"
         return (
             f"SuccessiveHalving(min_resource={self.min_resource}, "
-            f"reduction_factor={self.reduction_factor}, max_resource={self.max_resource})"
+            f"reduction_factor={self.reduction_factor}, max_resource={self.max_resource}{extra})"
         )
 
     def rungs(self, up_to: int) -> list[int]:
@@ -813,11 +864,11 @@ class SuccessiveHalving(CurveScheduler):
             out["reason"] = f"step {steps[-1]} is below the first rung"
             return out
         rung = rungs[-1]
-        own = _value_at_rung(curve, rung)
+        own = _value_at_rung(curve, rung, self.smoothing)
         assert own is not None
         values = [sign * own]
         for c in curves:
-            v = _value_at_rung(c.values, rung)
+            v = _value_at_rung(c.values, rung, self.smoothing)
             if v is not None:
                 values.append(sign * v)
         n_keep = max(1, len(values) // self.reduction_factor)
