@@ -394,7 +394,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     width : int, default 64
         Units per hidden layer.
     weight_decay : float or "evidence", default 0.0
-        L2 penalty (decoupled for ``"adamw"``). ``"evidence"`` fits it while training
+        L2 penalty (decoupled for ``"adamw"``). ``"evidence"`` fits it while training,
+        as a Gaussian prior whose penalty is part of the loss (for every optimiser),
         by the Laplace approximation of the evidence (online, Immer et al. 2021): the
         prior precision of each Linear layer's weights and bias (and, for the
         regressor, the noise precision) is moved to the evidence's maximum at the
@@ -654,7 +655,9 @@ class _OnlineLaplace:
             )
         finally:
             module.train(was_training)
-        if math.isfinite(log_ev) and alphas.size == self.alphas.size:
+        if math.isfinite(log_ev):
+            if alphas.size != self.alphas.size:  # K-FAC did not apply: one shared prior
+                self.groups = [[p for group in self.groups for p in group]]
             self.alphas = alphas
             self.beta = beta
         self.updates.append(

@@ -150,3 +150,28 @@ def test_bad_weight_decay_string_is_rejected():
     X, y = _linear_data(n=20)
     with pytest.raises(twiddle.InvalidParameterError, match="'evidence'"):
         MLPRegressor(weight_decay="laplace", epochs=1).fit(X, y)
+
+
+def test_a_linear_layer_used_twice_falls_back_to_one_shared_prior():
+    # K-FAC needs each Linear layer called once; a module reusing one falls back to the
+    # diagonal curvature, and the per-layer precisions to a single shared one.
+    class Twice(torch.nn.Module):
+        def __init__(self, n_features: int, n_outputs: int) -> None:
+            super().__init__()
+            self.inner = torch.nn.Linear(n_features, n_features)
+            self.out = torch.nn.Linear(n_features, n_outputs)
+
+        def forward(self, x):
+            return self.out(torch.tanh(self.inner(torch.tanh(self.inner(x)))))
+
+    X, y = _linear_data(n=60)
+    reg = MLPRegressor(
+        module=lambda n_features, n_outputs: Twice(n_features, n_outputs),
+        epochs=12,
+        weight_decay="evidence",
+        seed=0,
+    ).fit(X, y)
+    assert reg.laplace_structure_ == "diag"
+    assert reg.prior_precision_.shape == (1,)
+    assert reg.prior_precision_[0] != 1.0  # it moved from its start
+    assert np.isfinite(reg.log_evidence_)
