@@ -132,10 +132,9 @@ ignored (killing a worker costs a new process and re-sending the data, usually m
 than the rest of one fold fit). The history is kept by the CV evaluator: the fold
 scores of the COMPLETE trials of the study (those of a resumed study included).
 
-Samplers see PRUNED trials in their history: TPE puts them in its "bad" group and
-the GP models them at their partial mean. TPE ranks only COMPLETE trials for its
-"good" group, so when most trials are stopped the good group is fitted to very few
-points and the search can stall (see ``benchmarks/racing.py``).
+Samplers see PRUNED trials in their history: TPE puts them in its "bad" group (and
+counts them when it sizes its "good" group, so that a study whose trials are mostly
+stopped keeps more than one good point) and the GP models them at their partial mean.
 
 Learning-curve schedulers
 -------------------------
