@@ -358,3 +358,49 @@ def test_should_prune_is_false_without_a_scheduler() -> None:
     assert seen == [False] * 15
     assert all(t.state is TrialState.COMPLETE for t in study.trials)
     assert study.ask().should_prune() is False
+
+
+def test_ask_driven_trials_are_stopped_by_the_scheduler():
+    # Trials report curves value / step with value = lr; once two trials have
+    # finished, a trial whose curve sits above the median of the others at the same
+    # step is stopped at that step, here the worst configurations.
+    import twiddle
+
+    space = twiddle.Space({"lr": twiddle.Float(0.0, 1.0)})
+    study = twiddle.Study(space=space, seed=3, sampler="random")
+    sched = twiddle.MedianStopping(n_startup_trials=2)
+    stopped_at = {}
+    for _ in range(12):
+        trial = study.ask(scheduler=sched)
+        lr = trial.params["lr"]
+        state, step = "COMPLETE", 0
+        for step in range(1, 6):
+            trial.report(lr / step, step)
+            if trial.should_prune():
+                state = "PRUNED"
+                break
+        study.tell(trial, lr / step, state=state)
+        if state == "PRUNED":
+            stopped_at[trial.number] = step
+    trials = study.trials
+    pruned = [t for t in trials if t.state is twiddle.TrialState.PRUNED]
+    complete = [t for t in trials if t.state is twiddle.TrialState.COMPLETE]
+    assert pruned and complete
+    # the first two trials start the rule and are never stopped
+    assert trials[0].state is trials[1].state is twiddle.TrialState.COMPLETE
+    # every stopped trial was worse, at the step it stopped, than the median of the
+    # trials told before it (independent check of the median rule)
+    for t in pruned:
+        step = stopped_at[t.number]
+        before = [u.intermediate[step] for u in trials[: t.number] if step in u.intermediate]
+        assert t.intermediate[step] > float(np.median(before))
+    # without a scheduler, should_prune is always False
+    assert study.ask().should_prune() is False
+
+
+def test_ask_rejects_an_unknown_scheduler():
+    import twiddle
+
+    study = twiddle.Study(space=twiddle.Space({"x": twiddle.Float(0.0, 1.0)}))
+    with pytest.raises(twiddle.InvalidParameterError, match=r"Study\.ask"):
+        study.ask(scheduler="sometimes")

@@ -117,6 +117,8 @@ class Trial:
         # Learning-curve scheduler, the other trials' curves it compares with, direction.
         self._scheduler: CurveScheduler | None = None
         self._others: Sequence[LearningCurve] = ()
+        # an ask()-driven trial reads the study's curves when it asks, not a snapshot
+        self._live_curves: Callable[[], Sequence[LearningCurve]] | None = None
         self._direction = "minimize"
 
     @classmethod
@@ -206,15 +208,17 @@ class Trial:
     def should_prune(self) -> bool:
         """Whether the study's scheduler asks this trial to stop now (False without one).
 
-        The scheduler given to ``Study.optimize(scheduler=...)`` applies its rule to this
-        trial's reported values and to the other trials' curves as known when the trial
-        was dispatched. On True, raise :class:`twiddle.TrialPruned`: the trial is then
-        PRUNED with the values it reported.
+        The scheduler given to ``Study.optimize(scheduler=...)`` (or ``Study.ask``)
+        applies its rule to this trial's reported values and to the other trials' curves
+        as known when the trial was dispatched (``ask``: when this is called). On True,
+        raise :class:`twiddle.TrialPruned` (or, after ``ask``, tell the trial
+        ``state="PRUNED"``): the trial is then PRUNED with the values it reported.
         """
         if self._scheduler is None:
             return False
+        others = self._live_curves() if self._live_curves is not None else self._others
         return self._scheduler.should_stop(
-            self._intermediate, self._others, self._direction, number=self.number
+            self._intermediate, others, self._direction, number=self.number
         )
 
     def set_user_attr(self, key: str, value: Any) -> None:
@@ -781,8 +785,33 @@ class Study:
         self._append(t)
         return t
 
-    def ask(self) -> Trial:
-        """Start a trial for an external loop; finish it with :meth:`tell`."""
+    def ask(self, *, scheduler: str | CurveScheduler | None = None) -> Trial:
+        """Start a trial for an external loop; finish it with :meth:`tell`.
+
+        Parameters
+        ----------
+        scheduler : None, "median", "halving" or a learning-curve scheduler
+            As in :meth:`optimize`: ``trial.should_prune()`` then applies its rule to
+            the values the trial reports and to the learning curves of the study's
+            other trials as they stand when it is called (those already told; a
+            trial still between ask and tell has not handed its curve to the study).
+            After True, tell the trial ``state="PRUNED"``.
+
+        Examples
+        --------
+        >>> import twiddle
+        >>> study = twiddle.Study(space=twiddle.Space({"lr": twiddle.Float(0.0, 1.0)}), seed=0)
+        >>> for _ in range(4):
+        ...     trial = study.ask(scheduler=twiddle.MedianStopping(n_startup_trials=2))
+        ...     state = "COMPLETE"
+        ...     for step in range(1, 6):
+        ...         trial.report(trial.params["lr"] / step, step)
+        ...         if trial.should_prune():
+        ...             state = "PRUNED"
+        ...             break
+        ...     _ = study.tell(trial, trial.params["lr"] / step, state=state)
+        """
+        sched = make_curve_scheduler(scheduler, "Study.ask")
         self._recover_stale()
         t = self._start_next()
         if t is None:
@@ -790,7 +819,17 @@ class Study:
                 f"The sampler {self.sampler!r} has no configuration left to propose."
             )
         proposal = dict(t.params) or dict(t.system_attrs.get("proposal", {}))
-        return Trial._for_task(t.number, proposal, self._seed, _dims_json(self.space))
+        trial = Trial._for_task(
+            t.number,
+            proposal,
+            self._seed,
+            _dims_json(self.space),
+            scheduler=sched,
+            direction=self.direction,
+        )
+        if sched is not None:
+            trial._live_curves = lambda: self._curves(t.number)
+        return trial
 
     def tell(
         self,
