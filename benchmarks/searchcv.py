@@ -20,7 +20,7 @@ Searches (the *method* column):
 * ``tune-tpe`` and ``tune-random``: the same with ``sampler="tpe"`` and
   ``sampler="random"`` (the latter separates the tuner's own cost from the sampler's);
 * ``tune-racing``: the default sampler with ``scheduler="racing"`` (fewer fits than
-  the budget: it stops losing configurations after 3 folds).
+  the budget: it stops losing configurations from the first fold on (`FoldRacing()` defaults)).
 
 Budget. The unit is one fold fit (fit on k-1 folds and score the held-out fold).
 ``random`` and the ``tune`` rows (but racing) make exactly ``T * k`` fits. Halving
@@ -474,7 +474,7 @@ def markdown(meta: dict[str, Any], summary: dict[str, Any], methods: Sequence[st
         "gets the number of first-round "
         "candidates whose total fits (folds x the sum of candidates over rounds) are "
         "closest to that; its early rounds fit on fewer samples, so it spends less fitting "
-        "time for the same fits. `tune-racing` stops losing configurations after 3 folds "
+        "time for the same fits. `tune-racing` stops losing configurations from the first fold on (`FoldRacing()` defaults) "
         "and makes fewer fits (an extra row, not at equal budget). The *fits* column is "
         "what each search made.",
         "",
