@@ -474,7 +474,8 @@ def markdown(meta: dict[str, Any], summary: dict[str, Any], methods: Sequence[st
         "gets the number of first-round "
         "candidates whose total fits (folds x the sum of candidates over rounds) are "
         "closest to that; its early rounds fit on fewer samples, so it spends less fitting "
-        "time for the same fits. `tune-racing` stops losing configurations from the first fold on (`FoldRacing()` defaults) "
+        "time for the same fits. `tune-racing` stops losing configurations from the "
+        "first fold on (`FoldRacing()` defaults) "
         "and makes fewer fits (an extra row, not at equal budget). The *fits* column is "
         "what each search made.",
         "",
