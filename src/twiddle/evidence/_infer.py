@@ -636,20 +636,21 @@ def _infer_nuts(
     n_draws: int,
     n_burn: int,
 ) -> InferenceResult:
-    from twiddle.evidence._nuts import run_nuts
+    from twiddle.evidence._nuts import check_priors, run_nuts
 
     try:
-        chains, ess, rhat, n_steps, evidence_at = run_nuts(
-            log_evidence,
-            names,
-            prior_list,
-            seed=int(rng.integers(2**31)),
-            n_chains=n_chains,
-            n_draws=n_draws,
-            n_burn=n_burn,
-        )
+        check_priors(prior_list)
     except TypeError as err:
         raise InvalidParameterError(str(err)) from err
+    chains, ess, rhat, n_steps, evidence_at = run_nuts(
+        log_evidence,
+        names,
+        prior_list,
+        seed=int(rng.integers(2**31)),
+        n_chains=n_chains,
+        n_draws=n_draws,
+        n_burn=n_burn,
+    )
     _warn_convergence(names, ess, rhat, n_chains, stacklevel=4)
     mean = chains.reshape(-1, len(names)).mean(axis=0)
     params = {k: float(v) for k, v in zip(names, mean, strict=True)}

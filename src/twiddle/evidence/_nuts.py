@@ -59,6 +59,18 @@ def _import() -> tuple[Any, Any, Any, Any]:
     return jax, jnp, numpyro, dist
 
 
+def check_priors(priors: list[Prior]) -> None:
+    """Raise TypeError, naming the prior, if one has no NumPyro counterpart."""
+    supported = (Normal, Gamma, InverseGamma, LogNormal, HalfCauchy, LogUniform, Uniform)
+    for p in priors:
+        if not isinstance(p, supported):
+            raise TypeError(
+                f"method='nuts' supports twiddle's Normal, Gamma, InverseGamma, LogNormal, "
+                f"HalfCauchy, Uniform and LogUniform priors. Got {type(p).__name__}; use "
+                "method='mcmc' (slice sampling), which takes any Prior."
+            )
+
+
 def to_numpyro(prior: Prior, dist: Any) -> Any:
     """The NumPyro distribution of a twiddle prior (same density, same support)."""
     if isinstance(prior, Normal):
