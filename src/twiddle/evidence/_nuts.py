@@ -87,11 +87,8 @@ def to_numpyro(prior: Prior, dist: Any) -> Any:
         return dist.LogUniform(prior.low, prior.high)
     if isinstance(prior, Uniform):
         return dist.Uniform(prior.low, prior.high)
-    raise TypeError(
-        f"method='nuts' supports twiddle's Normal, Gamma, InverseGamma, LogNormal, "
-        f"HalfCauchy, Uniform and LogUniform priors. Got {type(prior).__name__}; use "
-        "method='mcmc' (slice sampling), which takes any Prior."
-    )
+    check_priors([prior])  # raises, naming the prior
+    raise AssertionError("unreachable")
 
 
 def run_nuts(
