@@ -133,16 +133,36 @@ class _Terms:
     #: K-FAC only: per Linear layer, (curvature eigenvalues, |theta_l*|^2)
     layers: tuple[tuple[np.ndarray, float], ...] = ()
 
-    def log_evidence(self, alpha: float, beta: float | None) -> float:
+    def groups(self, n_alphas: int) -> list[tuple[np.ndarray, float]]:
+        """(curvature, |theta_g*|^2) per prior group: the Linear layers (K-FAC) when
+        ``n_alphas`` matches them, else one group of every parameter."""
+        if n_alphas > 1 and n_alphas == len(self.layers):
+            return list(self.layers)
+        return [(self.curv, self.w2)]
+
+    def gammas(self, alphas: np.ndarray, beta: float | None) -> np.ndarray:
+        """Effective number of parameters of each group, ``sum_k g_k / (g_k + alpha_g)``."""
+        return np.array(
+            [
+                float(np.sum(g / (g + a)))
+                for (c, _), a in zip(self.groups(alphas.size), alphas, strict=True)
+                for g in [beta * c if beta is not None else c]
+            ]
+        )
+
+    def log_evidence(self, alpha: float | np.ndarray, beta: float | None) -> float:
+        """The closed form of the module docstring; ``alpha`` a float, or one precision
+        per group of :meth:`groups` (then the evidence is a sum over the groups)."""
+        alphas = np.atleast_1d(np.asarray(alpha, dtype=float))
         if self.regression:
             assert beta is not None
-            loglik = 0.5 * self.n_out * (math.log(beta) - _LOG2PI) - 0.5 * beta * self.fit
-            g = beta * self.curv
+            total = 0.5 * self.n_out * (math.log(beta) - _LOG2PI) - 0.5 * beta * self.fit
         else:
-            loglik = -self.fit
-            g = self.curv
-        logdet = float(np.sum(np.log(g + alpha)))
-        return loglik + 0.5 * self.n_params * math.log(alpha) - 0.5 * alpha * self.w2 - 0.5 * logdet
+            total = -self.fit
+        for (c, w), a in zip(self.groups(alphas.size), alphas, strict=True):
+            g = beta * c if beta is not None else c
+            total += 0.5 * c.size * math.log(a) - 0.5 * a * w - 0.5 * float(np.log(g + a).sum())
+        return total
 
 
 def _check_common(
@@ -405,7 +425,8 @@ def fit_laplace_hyperparameters(
     terms = _terms(module, Xt, yt, likelihood, structure, batch_size, where)
     if regression and beta is None:
         beta = terms.n_out / max(terms.fit, np.finfo(float).tiny)
-    alpha, beta, gamma, n_iter, status = _mackay(terms, alpha, beta, max_iter, tol)
+    alphas, beta, gamma, n_iter, status = _mackay(terms, alpha, beta, max_iter, tol)
+    alpha = float(alphas[0])
     if status != "converged":
         reason = {
             "max_iter": f"did not converge in max_iter={max_iter} iterations",
@@ -428,32 +449,36 @@ def fit_laplace_hyperparameters(
 
 
 def _mackay(
-    terms: _Terms, alpha: float, beta: float | None, max_iter: int, tol: float
-) -> tuple[float, float | None, float, int, str]:
-    """MacKay's fixed point; returns ``(alpha, beta, gamma, n_iter, status)``."""
+    terms: _Terms, alpha: float | np.ndarray, beta: float | None, max_iter: int, tol: float
+) -> tuple[np.ndarray, float | None, float, int, str]:
+    """MacKay's fixed point, ``alpha_g = gamma_g / |theta_g|^2`` for each prior group
+    (one, or one per Linear layer when ``alpha`` has one entry per layer) and
+    ``beta = (nC - gamma) / sse``; returns ``(alphas, beta, gamma, n_iter, status)``."""
     tiny = np.finfo(float).tiny
-    gamma = math.nan
-    a_cap = _CAP * alpha
+    a = np.atleast_1d(np.asarray(alpha, dtype=float)).copy()
+    groups = terms.groups(a.size)
+    a = a[: len(groups)]
+    w2 = np.array([w for _, w in groups])
+    a_cap = _CAP * a
     b_cap = _CAP * beta if beta is not None else math.inf
+
+    gam = np.full(a.size, math.nan)
     for it in range(1, max_iter + 1):
-        g = terms.curv * beta if beta is not None else terms.curv
-        gamma = float(np.sum(g / (g + alpha)))
-        if terms.w2 <= tiny or (beta is not None and terms.fit <= tiny):
-            return alpha, beta, gamma, it, "degenerate"
-        alpha_new = max(gamma, tiny) / terms.w2
-        step = abs(math.log(alpha_new / alpha))
+        gam = terms.gammas(a, beta)
+        if np.any(w2 <= tiny) or (beta is not None and terms.fit <= tiny):
+            return a, beta, float(gam.sum()), it, "degenerate"
+        a_new = np.maximum(gam, tiny) / w2
+        step = float(np.max(np.abs(np.log(a_new / a))))
         beta_new = beta
         if beta is not None:
-            beta_new = max(terms.n_out - gamma, tiny) / terms.fit
+            beta_new = max(terms.n_out - float(gam.sum()), tiny) / terms.fit
             step = max(step, abs(math.log(beta_new / beta)))
-        alpha, beta = alpha_new, beta_new
-        if alpha > a_cap or (beta is not None and beta > b_cap):
-            return alpha, beta, gamma, it, "unbounded"
+        a, beta = a_new, beta_new
+        if np.any(a > a_cap) or (beta is not None and beta > b_cap):
+            return a, beta, float(gam.sum()), it, "unbounded"
         if step < tol:
-            g = terms.curv * beta if beta is not None else terms.curv
-            gamma = float(np.sum(g / (g + alpha)))
-            return alpha, beta, gamma, it, "converged"
-    return alpha, beta, gamma, max_iter, "max_iter"
+            return a, beta, float(terms.gammas(a, beta).sum()), it, "converged"
+    return a, beta, float(gam.sum()), max_iter, "max_iter"
 
 
 def _fit_and_sqrt(
@@ -621,57 +646,15 @@ def _online_update(
     except InvalidParameterError:
         terms = _terms(module, X, y, likelihood, "diag", batch_size, where)
         structure = "diag"
-    alphas = np.asarray(alphas, dtype=float)
-    if alphas.size > 1 and alphas.size == len(terms.layers):
-        groups = [(c, w) for c, w in terms.layers]
-    else:
-        groups = [(terms.curv, terms.w2)]
-        alphas = alphas[:1]
     regression = likelihood == "regression"
-    tiny = np.finfo(float).tiny
     if regression and beta is None:
-        beta = terms.n_out / max(terms.fit, tiny)
+        beta = terms.n_out / max(terms.fit, np.finfo(float).tiny)
+    a, b, gamma, _, status = _mackay(terms, alphas, beta, 500, 1e-9)
+    if status == "converged" and np.all((a > 1e-8) & (a < 1e8)):
+        return a, b, terms.log_evidence(a, b), gamma, structure, True
 
-    def value(a: np.ndarray, b: float | None) -> tuple[float, float]:
-        """Log evidence and gamma."""
-        if b is not None:
-            total = 0.5 * terms.n_out * (math.log(b) - _LOG2PI) - 0.5 * b * terms.fit
-        else:
-            total = -terms.fit
-        gamma = 0.0
-        for (c, w), al in zip(groups, a, strict=True):
-            g = c * b if b is not None else c
-            total += 0.5 * c.size * math.log(al) - 0.5 * al * w - 0.5 * float(np.log(g + al).sum())
-            gamma += float(np.sum(g / (g + al)))
-        return total, gamma
-
-    # MacKay's fixed point, one alpha per group
-    a, b = alphas.copy(), beta
-    converged = False
-    for _ in range(500):
-        gam = np.empty(len(groups))
-        for k, ((c, _w), al) in enumerate(zip(groups, a, strict=True)):
-            g = c * b if b is not None else c
-            gam[k] = float(np.sum(g / (g + al)))
-        if any(w <= tiny for _, w in groups) or (b is not None and terms.fit <= tiny):
-            break
-        a_new = np.maximum(gam, tiny) / np.array([w for _, w in groups])
-        step = float(np.max(np.abs(np.log(a_new / a))))
-        b_new = b
-        if b is not None:
-            if gam.sum() >= terms.n_out:
-                break
-            b_new = (terms.n_out - float(gam.sum())) / terms.fit
-            step = max(step, abs(math.log(b_new / b)))
-        a, b = a_new, b_new
-        if not (np.all(np.isfinite(a)) and np.all(a < 1e8) and np.all(a > 1e-8)):
-            break
-        if step < 1e-9:
-            converged = True
-            break
-    if converged:
-        log_ev, gamma = value(a, b)
-        return a, b, log_ev, gamma, structure, True
+    groups = terms.groups(np.asarray(alphas).size)
+    alphas = np.atleast_1d(np.asarray(alphas, dtype=float))[: len(groups)]
 
     n_a = len(groups)
 
@@ -679,7 +662,7 @@ def _online_update(
         al = np.exp(z[:n_a])
         bb = math.exp(z[n_a]) if regression else None
         grad = np.zeros_like(z)
-        total, _ = value(al, bb)
+        total = terms.log_evidence(al, bb)
         for k, (c, w) in enumerate(groups):
             g = c * bb if bb is not None else c
             grad[k] = al[k] * (
@@ -697,5 +680,5 @@ def _online_update(
     )
     a = np.exp(res.x[:n_a])
     b = float(math.exp(res.x[n_a])) if regression else None
-    log_ev, gamma = value(a, b)
-    return a, b, log_ev, gamma, structure, bool(res.success)
+    gamma = float(terms.gammas(a, b).sum())
+    return a, b, terms.log_evidence(a, b), gamma, structure, bool(res.success)
