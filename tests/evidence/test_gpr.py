@@ -236,10 +236,20 @@ def test_mcmc_posterior_matches_quadrature(seed):
     mean, sd = _quadrature_posterior_moments(U, t, axes)
     z = (gp.theta_samples_.mean(0) - mean) / (sd / np.sqrt(gp.ess_))
     assert np.all(np.abs(z) < 4.0), z
-    # predictions average over the draws: the mixture's sd is at least the mean sd of
-    # its components' predictive means around the mixture mean
-    mu, std = gp.predict(X[:3], return_std=True)
-    assert np.all(np.isfinite(mu)) and np.all(std > 0)
+    # predictions average over the draws: by the law of total variance the mixture's
+    # variance is the mean of the draws' variances plus the variance of their means
+    Xq = np.linspace(0, 6, 7).reshape(-1, 1)
+    mu, std = gp.predict(Xq, return_std=True)
+    Uq = (Xq - X.min(0)) / (X.max(0) - X.min(0))
+    parts = [post.predict(Uq) for post in gp._posteriors]
+    means = np.array([m for m, _ in parts])
+    variances = np.array(
+        [v + np.exp(post.theta[-1]) for (_, v), post in zip(parts, gp._posteriors, strict=True)]
+    )
+    total = variances.mean(0) + means.var(0)
+    np.testing.assert_allclose(std, y.std() * np.sqrt(total), rtol=1e-9)
+    np.testing.assert_allclose(mu, y.mean() + y.std() * means.mean(0), rtol=1e-9)
+    assert len(gp._posteriors) == 64  # thinned from the 400 draws
 
 
 def test_mcmc_rejects_a_hyperprior_less_ml_mix_and_small_n_draws():
