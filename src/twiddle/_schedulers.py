@@ -207,7 +207,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -216,7 +215,7 @@ import numpy as np
 
 from twiddle._errors import InvalidParameterError
 from twiddle._trial import TrialState
-from twiddle._validation import check_choice, check_int
+from twiddle._validation import check_choice, check_in, check_int
 
 __all__ = [
     "CurveScheduler",
@@ -277,12 +276,7 @@ class FoldRacing:
 
     def __init__(self, alpha: float = 0.05, min_folds: int = 1) -> None:
         where = "FoldRacing"
-        ok = isinstance(alpha, numbers.Real) and not isinstance(alpha, bool)
-        if not (ok and 0 < alpha < 1):
-            raise InvalidParameterError(
-                f"The 'alpha' parameter of {where} must be a number in (0, 1). Got {alpha!r} "
-                "instead."
-            )
+        check_in(alpha, "alpha", where, "(0, 1)")
         min_folds_ = check_int(min_folds, "min_folds", where, minimum=1)
         assert min_folds_ is not None
         self.alpha = float(alpha)

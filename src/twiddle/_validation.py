@@ -63,6 +63,26 @@ def check_float(
     raise _fail(name, where, expected, value)
 
 
+def check_in(
+    value: Any,
+    name: str,
+    where: str,
+    interval: str,
+) -> float:
+    """A finite number in ``interval``, written as in the message: ``"[0, 1)"``,
+    ``"(0, 1)"``, ``"(0, 1]"``; the brackets say which ends are included."""
+    left, right = interval[0], interval[-1]
+    low, high = (float(v) for v in interval[1:-1].split(","))
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value >= low if left == "[" else value > low) and (
+            value <= high if right == "]" else value < high
+        )
+    if not ok:
+        raise _fail(name, where, f"a number in {interval}", value)
+    return float(value)
+
+
 def check_choice(value: Any, name: str, where: str, choices: tuple[Any, ...]) -> Any:
     if value in choices:
         return value

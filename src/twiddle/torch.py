@@ -51,7 +51,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from twiddle._errors import InvalidParameterError, TrainingDivergedError, TrialPruned
-from twiddle._validation import check_choice, check_float, check_int, seed_entropy
+from twiddle._validation import check_choice, check_float, check_in, check_int, seed_entropy
 
 __all__ = ["LRRangeTestResult", "MLPClassifier", "MLPRegressor", "lr_range_test"]
 
@@ -197,21 +197,11 @@ class _BaseMLP(BaseEstimator):
                     f"'evidence'. Got {self.weight_decay!r} instead."
                 )
             check_float(self.weight_decay, "weight_decay", where, minimum=0.0)
-        dropout = check_float(self.dropout, "dropout", where, minimum=0.0)
-        if dropout is not None and dropout >= 1.0:
-            raise InvalidParameterError(
-                f"The 'dropout' parameter of {where} must be a number in [0, 1). "
-                f"Got {self.dropout!r} instead."
-            )
+        check_in(self.dropout, "dropout", where, "[0, 1)")
         check_int(self.epochs, "epochs", where, minimum=1)
         check_choice(self.optimizer, "optimizer", where, _OPTIMIZERS)
         check_float(self.momentum, "momentum", where, minimum=0.0)
-        frac = check_float(self.validation_fraction, "validation_fraction", where, minimum=0.0)
-        if frac is not None and frac >= 1.0:
-            raise InvalidParameterError(
-                f"The 'validation_fraction' parameter of {where} must be a number in [0, 1). "
-                f"Got {self.validation_fraction!r} instead."
-            )
+        check_in(self.validation_fraction, "validation_fraction", where, "[0, 1)")
         if self.module is not None and not callable(self.module):
             raise InvalidParameterError(
                 f"The 'module' parameter of {where} must be a callable "

@@ -110,7 +110,7 @@ from typing import Any
 
 import numpy as np
 
-from twiddle._errors import InvalidParameterError, InvalidSpaceError
+from twiddle._errors import InvalidSpaceError
 from twiddle._samplers._base import History, Sampler
 from twiddle._samplers._simple import SobolSampler
 from twiddle._space import (
@@ -123,7 +123,7 @@ from twiddle._space import (
     dimension_from_json,
 )
 from twiddle._trial import FrozenTrial, TrialState
-from twiddle._validation import check_float, check_int
+from twiddle._validation import check_float, check_in, check_int
 
 _CONT, _GRID, _LOGINT, _CAT = 0, 1, 2, 3  # kinds of unit-cube coordinate
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -609,12 +609,7 @@ class TPESampler(Sampler):
         where = "TPESampler"
         self.n_startup = _checked_int(n_startup, "n_startup", where, 0)
         self.n_candidates = _checked_int(n_candidates, "n_candidates", where, 1)
-        self.gamma = float(check_float(gamma, "gamma", where, minimum=0.0, exclusive=True) or 0)
-        if self.gamma > 1.0:
-            raise InvalidParameterError(
-                f"The 'gamma' parameter of {where} must be a number in (0, 1]. "
-                f"Got {gamma!r} instead."
-            )
+        self.gamma = check_in(gamma, "gamma", where, "(0, 1]")
         self.max_good = _checked_int(max_good, "max_good", where, 1)
         self.prior_weight = float(
             check_float(prior_weight, "prior_weight", where, minimum=0.0, exclusive=True) or 0
