@@ -74,6 +74,7 @@ from scipy.linalg.lapack import dpotri as _potri
 from scipy.linalg.lapack import dpotrs as _potrs
 from scipy.linalg.lapack import dtrtri as _trtri
 from scipy.optimize import minimize
+from scipy.special import erfcx, log_ndtr, ndtr
 
 from twiddle._mcmc import slice_sample
 
@@ -209,10 +210,11 @@ def log_evidence(
     nu2 = math.exp(theta[d + 1])
     Sf = S.reshape(d, n * n)
     r2 = (inv_ell2 @ Sf).reshape(n, n)
-    r = np.sqrt(np.maximum(r2, 0.0))
-    e = np.exp(-SQRT5 * r)
-    G = (s2 * 5.0 / 3.0) * (1.0 + SQRT5 * r) * e
-    Kf = s2 * (1.0 + SQRT5 * r + (5.0 / 3.0) * r2) * e
+    sr = np.sqrt(np.maximum(r2, 0.0))
+    sr *= SQRT5  # sqrt5 r, computed once
+    e = np.exp(-sr)
+    one_sr = 1.0 + sr
+    Kf = s2 * (one_sr + (5.0 / 3.0) * r2) * e
     K = Kf.copy()
     K.flat[:: n + 1] += nu2 + JITTER + (0.0 if extra_noise is None else extra_noise)
     L, info = _potrf(K, lower=1, clean=1, overwrite_a=1)
@@ -232,7 +234,9 @@ def log_evidence(
         Kinv_low.flat[:: n + 1] *= 0.5
         W = np.outer(alpha, alpha)
         W -= Kinv_low
-        g[:d] = 0.5 * (Sf @ (W * G).ravel()) * inv_ell2
+        G = (s2 * 5.0 / 3.0) * one_sr * e
+        G *= W
+        g[:d] = 0.5 * (Sf @ G.ravel()) * inv_ell2
         g[d] = 0.5 * float(np.vdot(W, Kf))
         g[d + 1] = 0.5 * nu2 * float(np.trace(W))
     return lml, g
@@ -471,8 +475,9 @@ class GPPosterior:
     def _k(self, A: np.ndarray, a2: np.ndarray) -> np.ndarray:
         """Kernel between scaled points ``A`` (squared norms ``a2``) and the training set."""
         r2 = np.maximum(a2[:, None] + self._zs2[None, :] - 2.0 * (A @ self.Zs.T), 0.0)
-        r = np.sqrt(r2)
-        k: np.ndarray = self.s2 * (1.0 + SQRT5 * r + (5.0 / 3.0) * r2) * np.exp(-SQRT5 * r)
+        sr = np.sqrt(r2)
+        sr *= SQRT5
+        k: np.ndarray = self.s2 * (1.0 + sr + (5.0 / 3.0) * r2) * np.exp(-sr)
         return k
 
     def predict(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -544,8 +549,6 @@ def log_h(z: np.ndarray) -> np.ndarray:
     (Ament et al., "Unexpected improvements to expected improvement", NeurIPS 2023),
     with a ``log1p`` form that keeps relative accuracy where the bracket is tiny.
     """
-    from scipy.special import erfcx, ndtr
-
     z = np.asarray(z, dtype=float)
     hi = z > -1.0
     if hi.all():  # the common case needs no masking
@@ -553,16 +556,21 @@ def log_h(z: np.ndarray) -> np.ndarray:
         return out_hi
     out = np.empty_like(z)
     far = z < -1e6
-    mid = ~hi & ~far
-    zh = z[hi]
-    out[hi] = np.log(np.exp(-0.5 * zh * zh - _LOG_SQRT2PI) + zh * ndtr(zh))
+    any_far = bool(far.any())
+    mid = ~hi
+    if any_far:
+        mid &= ~far
+    if hi.any():
+        zh = z[hi]
+        out[hi] = np.log(np.exp(-0.5 * zh * zh - _LOG_SQRT2PI) + zh * ndtr(zh))
     zl = z[mid]
     # log phi(z) + log(1 - sqrt(pi/2) |z| erfcx(|z|/sqrt2)), the bracket via expm1
     t = np.log(erfcx(-zl * _INV_SQRT2) * np.abs(zl)) + _C1
     out[mid] = -0.5 * zl * zl - _LOG_SQRT2PI + np.log(-np.expm1(t))
-    # far tail: log h(z) = log phi(z) - 2 log|z| + O(z^-2)
-    zf = z[far]
-    out[far] = -0.5 * zf * zf - _LOG_SQRT2PI - 2.0 * np.log(-zf)
+    if any_far:
+        # far tail: log h(z) = log phi(z) - 2 log|z| + O(z^-2)
+        zf = z[far]
+        out[far] = -0.5 * zf * zf - _LOG_SQRT2PI - 2.0 * np.log(-zf)
     return out
 
 
@@ -577,8 +585,6 @@ def log_ei_grad(
     mean: np.ndarray, var: np.ndarray, dmean: np.ndarray, dvar: np.ndarray, best: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Log EI and its gradient given mean/variance gradients (shapes (q,), (q, c))."""
-    from scipy.special import log_ndtr
-
     sd = np.sqrt(var)
     z = (best - mean) / sd
     lh = log_h(z)

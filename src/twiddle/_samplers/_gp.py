@@ -563,7 +563,7 @@ class GPSampler(Sampler):
                     total = top + np.log(w.sum(axis=0)) - log_n
                     w = w / w.sum(axis=0)
                     grad = np.einsum("sq,sqc->qc", w, np.stack(grads))
-                if not np.all(np.isfinite(total)):
+                if not np.isfinite(total).all():
                     return 1e10, np.zeros_like(x)
                 return -float(np.sum(total)), -grad.ravel()
 
