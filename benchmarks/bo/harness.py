@@ -83,8 +83,11 @@ def run_one(
     eval_s: list[float | None] = []
     configs: list[dict[str, Any]] = []
     first_error: str | None = None
+    ask_cpu_s: list[float] = []
     for _ in range(budget):
+        c0 = time.process_time()  # CPU of the whole process: load from others is excluded
         handle, config, t_ask, t_sugg = opt.ask()
+        ask_cpu_s.append(round(time.process_time() - c0, 7))
         t0 = time.perf_counter()
         loss: float | None
         try:
@@ -131,6 +134,7 @@ def run_one(
         "first_error": first_error,
         "losses": losses,
         "ask_s": ask_s,
+        "ask_cpu_s": ask_cpu_s,
         "tell_s": tell_s,
         "suggest_s": None if all(s is None for s in suggest_s) else suggest_s,
         "eval_s": eval_s,

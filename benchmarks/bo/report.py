@@ -157,6 +157,12 @@ def summarise(
                     "ask_window": _mean(
                         [w for r in recs_n if (w := window_mean(r["ask_s"], n)) is not None]
                     ),
+                    # CPU time of the asks, only when every run recorded it
+                    "cpu_window": _mean(
+                        [w for r in recs_n if (w := window_mean(r["ask_cpu_s"], n)) is not None]
+                    )
+                    if recs_n and all(r.get("ask_cpu_s") for r in recs_n)
+                    else None,
                 }
 
     timing: dict[str, dict[str, Any]] = {}
@@ -214,7 +220,11 @@ def summarise(
 
 
 def ratio_at(summary: dict[str, Any], num: str, den: str, n: int) -> dict[str, Any] | None:
-    """Time per suggestion at n trials of ``num`` over ``den`` on the problems both ran."""
+    """Time per suggestion at n trials of ``num`` over ``den`` on the problems both ran.
+
+    CPU time of the asks where both optimisers' runs recorded it on every common
+    problem (other jobs' load does not inflate it), wall time otherwise.
+    """
     cells = summary["cells"]
     common = [
         p
@@ -224,11 +234,14 @@ def ratio_at(summary: dict[str, Any], num: str, den: str, n: int) -> dict[str, A
     ]
     if not common:
         return None
-    a = _mean([cells[(p, num, n)]["ask_window"] for p in common])
-    b = _mean([cells[(p, den, n)]["ask_window"] for p in common])
+    key, unit = "ask_window", "wall"
+    if all(cells[(p, o, n)].get("cpu_window") is not None for p in common for o in (num, den)):
+        key, unit = "cpu_window", "CPU"
+    a = _mean([cells[(p, num, n)][key] for p in common])
+    b = _mean([cells[(p, den, n)][key] for p in common])
     if a is None or not b:
         return None
-    return {"num": a, "den": b, "ratio": a / b, "problems": common}
+    return {"num": a, "den": b, "ratio": a / b, "problems": common, "unit": unit}
 
 
 def targets(summary: dict[str, Any]) -> list[str]:
@@ -248,7 +261,7 @@ def targets(summary: dict[str, Any]) -> list[str]:
         c = cells.get(("hartmann6", o, 100))
         if c and c["regrets"] is not None:
             k = sum(r < H6_REGRET for r in c["regrets"])
-            ok = k >= H6_MIN_SEEDS
+            ok = k * 10 >= H6_MIN_SEEDS * c["n_seeds"]  # the same share with more seeds
             lines.append(
                 f"Hartmann6 regret < {H6_REGRET:g} by 100 trials, {o}: {k} of {c['n_seeds']} "
                 f"seeds (target >= {H6_MIN_SEEDS} of 10; {'met' if ok else 'not met'})"
@@ -277,7 +290,8 @@ def targets(summary: dict[str, Any]) -> list[str]:
             ok = r["ratio"] <= target
             lines.append(
                 f"Time per suggestion at {at} trials, {num} / {den}: "
-                f"{r['num'] * 1e3:.3g} ms / {r['den'] * 1e3:.3g} ms = {r['ratio']:.3g} "
+                f"{r['num'] * 1e3:.3g} ms / {r['den'] * 1e3:.3g} ms of {r['unit']} time "
+                f"= {r['ratio']:.3g} "
                 f"(target <= {target:g}; {'met' if ok else 'not met'}; "
                 f"{len(r['problems'])} problems)"
             )
