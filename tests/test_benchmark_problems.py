@@ -93,6 +93,35 @@ def test_a_cheap_ml_task_gives_a_cv_loss_and_a_held_out_score():
     assert p.loss(config) == loss  # fixed folds and random_state: deterministic
     assert p.holdout is not None
     assert 0.0 <= p.holdout(config) <= 1.0
+    # the per-fold losses are scikit-learn's fold accuracies, negated; their mean is the loss
+    from benchmarks.bo.ml import make_estimator, split_seed, task_data
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    X, _, y, _ = task_data("dt-iris")
+    ref = cross_val_score(
+        make_estimator("dt", False, config),
+        X,
+        y,
+        cv=StratifiedKFold(5, shuffle=True, random_state=split_seed("dt-iris")),
+    )
+    assert p.fold_losses is not None
+    assert p.fold_losses(config) == list(-ref)
+    assert float(np.mean(p.fold_losses(config))) == loss
+
+
+def test_twiddle_is_told_the_fold_losses_unless_named_at_mean():
+    from benchmarks.bo.optimizers import make_optimizer
+
+    p = bp.get_problem("dt-iris")
+    opt = make_optimizer("twiddle-random", p.space, 0)
+    trial, config, *_ = opt.ask()
+    folds = p.fold_losses(config)
+    opt.tell(trial, float(np.mean(folds)), folds)
+    assert opt.study.trials[0].fold_scores == tuple(folds)
+    opt = make_optimizer("twiddle-random@mean", p.space, 0)
+    trial, config, *_ = opt.ask()
+    opt.tell(trial, float(np.mean(folds)), folds)
+    assert opt.study.trials[0].fold_scores == ()
 
 
 def test_normalised_score_is_0_at_the_random_median_and_100_at_the_optimum():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from twiddle import Categorical, Float, FrozenTrial, History, Int, Space, Study, TrialState
-from twiddle._samplers._gp import GPSampler, warp_outputs
+from twiddle._samplers._gp import GPSampler, fold_adjusted_means, warp_outputs
 
 MIXED = Space(
     {
@@ -147,7 +147,7 @@ def test_gp_finds_an_optimum_inside_a_conditional_branch():
     assert np.mean(regrets) < 0.15
 
 
-def test_trials_stopped_by_racing_enter_the_model_with_their_noise():
+def _racing_history():
     trials = history_of(MIXED, 12, 5, mixed_objective, fold_se=True)
     pruned = FrozenTrial(
         number=12,
@@ -159,10 +159,83 @@ def test_trials_stopped_by_racing_enter_the_model_with_their_noise():
     learning_curve = FrozenTrial(
         number=13, state=TrialState.PRUNED, params=trials[1].params, value=9.0
     )
+    return [*trials, pruned, learning_curve]
+
+
+def test_trials_stopped_by_racing_enter_at_their_fold_corrected_mean():
+    trials = _racing_history()
+    complete = np.array([t.fold_scores for t in trials[:12]])
+    # fold effects and interaction variance of the two-way additive model, by least
+    # squares on an explicit design matrix (trial and fold indicators)
+    n, k = complete.shape
+    X = np.zeros((n * k, n + k - 1))
+    for i in range(n):
+        for j in range(k):
+            X[i * k + j, i] = 1.0
+            if j < k - 1:
+                X[i * k + j, n + j] = 1.0
+    coef, res, *_ = np.linalg.lstsq(X, complete.ravel(), rcond=None)
+    effects = np.r_[coef[n:], 0.0]
+    effects -= effects.mean()
+    sigma2 = float(res[0]) / ((n - 1) * (k - 1))
     s = GPSampler(n_startup=5)
-    _, y, se = s._data(MIXED, History([*trials, pruned, learning_curve], [], "minimize", 0))
+    _, y, se = s._data(MIXED, History(trials, [], "minimize", 0))
+    assert y.size == 13  # the learning-curve trial is left out
+    assert y[-1] == pytest.approx(np.mean(np.array([4.9, 5.0, 5.1]) - effects[:3]), abs=1e-12)
+    assert se is not None and np.all(se[:12] == 0.0)
+    assert se[-1] == pytest.approx(math.sqrt(sigma2 * 2 / (5 * 3) * (1 + 1 / 12)), rel=1e-10)
+
+
+def test_fold_noise_modes():
+    trials = _racing_history()
+    h = History(trials, [], "minimize", 0)
+    _, y, se = GPSampler(fold_noise="off")._data(MIXED, h)
+    assert y.size == 12 and se is None
+    _, y, se = GPSampler(fold_noise="se")._data(MIXED, h)
     assert y.size == 13 and y[-1] == 5.0
-    assert se is not None and se[-1] == pytest.approx(pruned.value_se)
+    assert se is not None and se[-1] == pytest.approx(trials[12].value_se)
+    assert se[0] == pytest.approx(np.std(trials[0].fold_scores, ddof=1) / math.sqrt(5))
+    # complete trials only: no known noise, whatever the fold scores say
+    _, _, se = GPSampler()._data(MIXED, History(trials[:12], [], "minimize", 0))
+    assert se is None
+    with pytest.raises(ValueError, match="fold_noise"):
+        GPSampler(fold_noise="yes")
+
+
+@pytest.mark.parametrize("m", [1, 2, 4])
+def test_fold_corrected_mean_is_calibrated(m):
+    # F_ij = mu_i + f_j + e_ij: the estimate of a partial trial's k-fold mean, divided
+    # by its stated standard error, is standard normal (mean 0, variance 1), but for
+    # the estimated variance in the denominator (Student t: variance df / (df - 2))
+    rng = np.random.default_rng(m)
+    k, n, reps = 5, 20, 2000
+    z = []
+    for _ in range(reps):
+        f = rng.normal(0.0, 0.3, k)
+        mu = rng.normal(0.0, 1.0, n + 1)
+        F = mu[:, None] + f[None, :] + rng.normal(0.0, 0.05, (n + 1, k))
+        trials = [
+            FrozenTrial(
+                number=i,
+                state=TrialState.COMPLETE,
+                params={},
+                value=float(F[i].mean()),
+                fold_scores=tuple(F[i]),
+            )
+            for i in range(n)
+        ]
+        folds = tuple(float(v) if j < m else None for j, v in enumerate(F[n]))
+        trials.append(
+            FrozenTrial(number=n, state=TrialState.PRUNED, params={}, value=0.0, fold_scores=folds)
+        )
+        means, se = fold_adjusted_means(trials)
+        assert np.allclose(means[:n], F[:n].mean(axis=1))
+        z.append((means[n] - F[n].mean()) / se[n])
+    z = np.array(z)
+    df = (n - 1) * (k - 1)
+    # Monte-Carlo tolerances: 4 standard errors of the mean and of the variance
+    assert abs(z.mean()) < 4 / math.sqrt(reps)
+    assert abs(z.var() - df / (df - 2)) < 4 * math.sqrt(2 / reps)
 
 
 def _schedule(sampler, space, trials, seed):

@@ -90,8 +90,13 @@ def run_one(
         ask_cpu_s.append(round(time.process_time() - c0, 7))
         t0 = time.perf_counter()
         loss: float | None
+        folds: list[float] | None = None
         try:
-            loss = float(prob.loss(config))
+            if prob.fold_losses is not None and opt.uses_folds:
+                folds = [float(v) for v in prob.fold_losses(config)]
+                loss = float(np.mean(folds))
+            else:
+                loss = float(prob.loss(config))
             if not math.isfinite(loss):
                 raise ValueError(f"loss is {loss}")
         except Exception as err:
@@ -99,7 +104,7 @@ def run_one(
             if first_error is None:
                 first_error = f"{type(err).__name__}: {err}"[:500]
         t_eval = time.perf_counter() - t0
-        t_tell = opt.tell(handle, loss)
+        t_tell = opt.tell(handle, loss, folds if loss is not None else None)
         losses.append(loss)
         ask_s.append(_round(t_ask))
         tell_s.append(_round(t_tell))

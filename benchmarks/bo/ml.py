@@ -240,8 +240,8 @@ class MLTask:
         cls = KFold if self.regression else StratifiedKFold
         return cls(n_splits=N_FOLDS, shuffle=True, random_state=split_seed(self.name))
 
-    def loss(self, config: Mapping[str, Any]) -> float:
-        """Minus the mean 5-fold CV score (accuracy or R^2) on the training split."""
+    def fold_losses(self, config: Mapping[str, Any]) -> list[float]:
+        """Minus the CV score (accuracy or R^2) of each of the 5 folds of the training split."""
         from sklearn.model_selection import cross_val_score
 
         X_tr, _, y_tr, _ = task_data(self.name)
@@ -251,7 +251,11 @@ class MLTask:
             scores = cross_val_score(
                 est, X_tr, y_tr, cv=self._folds(), scoring=self.scoring, error_score="raise"
             )
-        return -float(np.mean(scores))
+        return [-float(s) for s in scores]
+
+    def loss(self, config: Mapping[str, Any]) -> float:
+        """Minus the mean 5-fold CV score (accuracy or R^2) on the training split."""
+        return float(np.mean(self.fold_losses(config)))
 
     def holdout(self, config: Mapping[str, Any]) -> float:
         """Score (accuracy or R^2) on the 20 % after fitting on the whole 80 %."""
@@ -274,6 +278,7 @@ class MLTask:
             minimiser=None,
             loss=self.loss,
             holdout=self.holdout,
+            fold_losses=self.fold_losses,
             description=(
                 f"{self.model} on {self.data}: loss = -mean {N_FOLDS}-fold CV {self.scoring}"
             ),

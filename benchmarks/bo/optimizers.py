@@ -5,7 +5,11 @@ Names:
 * ``twiddle-<sampler>``: ``twiddle.Study(storage="memory", space=..., sampler=<sampler>,
   seed=s)`` driven by ``study.ask()`` / ``study.tell()``. Any name that
   ``twiddle._samplers.make_sampler`` knows works ("random", "sobol", "tpe", "gp", ...);
-  an unknown one is reported as unavailable and skipped.
+  an unknown one is reported as unavailable and skipped. On a cross-validated task
+  the trial is told its per-fold losses too (``study.tell(trial, loss,
+  fold_scores=...)``, as :func:`twiddle.tune` records them), so the GP sampler can use
+  their standard error as the observation's noise; ``twiddle-<sampler>@mean`` is told
+  the mean loss only.
 * ``optuna-tpe``, ``optuna-gp``, ``optuna-random``: Optuna's ``TPESampler(seed=s)``,
   ``GPSampler(seed=s)`` and ``RandomSampler(seed=s)``, all with their defaults, on an
   in-memory study driven by ``study.ask()`` and the ``trial.suggest_*`` calls that
@@ -44,6 +48,9 @@ ALL_OPTIMIZERS = (
     "optuna-random",
 )
 OPTUNA_SAMPLERS = ("tpe", "gp", "random")
+#: suffix of a twiddle optimiser told only the mean loss of a cross-validated task,
+#: not its per-fold losses (``twiddle-gp@mean``)
+MEAN_ONLY = "@mean"
 _counter = itertools.count()
 
 
@@ -74,6 +81,7 @@ def unavailable(name: str) -> str | None:
     if lib == "twiddle":
         from twiddle._samplers import make_sampler
 
+        sampler = sampler.removesuffix(MEAN_ONLY)
         try:
             make_sampler(sampler)
         except Exception as err:
@@ -118,13 +126,16 @@ class Optimizer:
     """An optimiser on one space with one seed: ask a configuration, tell its loss."""
 
     name: str
+    #: whether ``tell`` makes use of the per-fold losses of a cross-validated loss
+    uses_folds: bool = False
 
     def ask(self) -> tuple[Any, dict[str, Any], float, float | None]:
         """``(handle, config, ask_s, suggest_s)``."""
         raise NotImplementedError
 
-    def tell(self, handle: Any, loss: float | None) -> float:
-        """Report ``loss`` (None: the evaluation failed). Returns ``tell_s``."""
+    def tell(self, handle: Any, loss: float | None, folds: list[float] | None = None) -> float:
+        """Report ``loss`` (None: the evaluation failed), and the per-fold losses whose
+        mean it is when the problem has them. Returns ``tell_s``."""
         raise NotImplementedError
 
 
@@ -132,11 +143,12 @@ class Optimizer:
 # twiddle
 # ---------------------------------------------------------------------------------
 class TwiddleOptimizer(Optimizer):
-    def __init__(self, sampler: str, space: Space, seed: int) -> None:
+    def __init__(self, sampler: str, space: Space, seed: int, folds: bool = True) -> None:
         import twiddle
         from twiddle._samplers import make_sampler
 
-        self.name = f"twiddle-{sampler}"
+        self.name = f"twiddle-{sampler}" + ("" if folds else MEAN_ONLY)
+        self.uses_folds = folds
         inner = make_sampler(sampler)
         self._suggest_s = 0.0
         original = inner.suggest
@@ -166,12 +178,12 @@ class TwiddleOptimizer(Optimizer):
         ask_s = time.perf_counter() - t0
         return trial, trial.params, ask_s, self._suggest_s
 
-    def tell(self, handle: Any, loss: float | None) -> float:
+    def tell(self, handle: Any, loss: float | None, folds: list[float] | None = None) -> float:
         t0 = time.perf_counter()
         if loss is None:
             self.study.tell(handle, state="FAIL", fail_reason="evaluation failed")
         else:
-            self.study.tell(handle, loss)
+            self.study.tell(handle, loss, fold_scores=folds if self.uses_folds else None)
         return time.perf_counter() - t0
 
 
@@ -273,7 +285,8 @@ class OptunaOptimizer(Optimizer):
         ordered = {n: config[n] for n in self.space if n in config}
         return trial, ordered, ask_s, None
 
-    def tell(self, handle: Any, loss: float | None) -> float:
+    def tell(self, handle: Any, loss: float | None, folds: list[float] | None = None) -> float:
+        # Optuna's samplers have no use for per-fold losses: only the mean is told
         from optuna.trial import TrialState
 
         with warnings.catch_warnings():
@@ -290,7 +303,8 @@ def make_optimizer(name: str, space: Space, seed: int) -> Optimizer:
     """The optimiser called ``name`` on ``space`` with ``seed``."""
     lib, _, sampler = name.partition("-")
     if lib == "twiddle":
-        return TwiddleOptimizer(sampler, space, seed)
+        folds = not sampler.endswith(MEAN_ONLY)
+        return TwiddleOptimizer(sampler.removesuffix(MEAN_ONLY), space, seed, folds=folds)
     if lib == "optuna":
         return OptunaOptimizer(sampler, space, seed)
     raise ValueError(f"Unknown optimiser {name!r}.")

@@ -59,6 +59,10 @@ class Problem:
         ``holdout(config) -> float``: score of the configuration refitted on the
         training split and evaluated on the held-out split (higher is better).
     description : str
+    fold_losses : callable or None
+        ``fold_losses(config) -> list[float]``: the loss on each cross-validation fold,
+        whose mean is ``loss(config)`` exactly (the scikit-learn tasks); None for a loss
+        that is not a mean over folds.
     """
 
     name: str
@@ -69,6 +73,7 @@ class Problem:
     loss: Callable[[Mapping[str, Any]], float]
     holdout: Callable[[Mapping[str, Any]], float] | None = None
     description: str = ""
+    fold_losses: Callable[[Mapping[str, Any]], list[float]] | None = None
 
     @property
     def is_synthetic(self) -> bool:
