@@ -198,6 +198,10 @@ def test_fold_noise_modes():
     # complete trials only: no known noise, whatever the fold scores say
     _, _, se = GPSampler()._data(MIXED, History(trials[:12], [], "minimize", 0))
     assert se is None
+    # a stopped trial whose only fold score is NaN is left out
+    nan_fold = trials[12].replace(fold_scores=(math.nan, None, None, None, None))
+    _, y, se = GPSampler()._data(MIXED, History([*trials[:12], nan_fold], [], "minimize", 0))
+    assert y.size == 12 and np.isfinite(y).all() and se is not None and se.size == 12
     with pytest.raises(ValueError, match="fold_noise"):
         GPSampler(fold_noise="yes")
 

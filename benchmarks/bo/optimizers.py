@@ -7,9 +7,10 @@ Names:
   ``twiddle._samplers.make_sampler`` knows works ("random", "sobol", "tpe", "gp", ...);
   an unknown one is reported as unavailable and skipped. On a cross-validated task
   the trial is told its per-fold losses too (``study.tell(trial, loss,
-  fold_scores=...)``, as :func:`twiddle.tune` records them), so the GP sampler can use
-  their standard error as the observation's noise; ``twiddle-<sampler>@mean`` is told
-  the mean loss only.
+  fold_scores=...)``, as :func:`twiddle.tune` records them), so a sampler sees what it
+  would see inside ``tune`` (the GP's default uses them only for trials stopped early,
+  which the harness never does; ``GPSampler(fold_noise="se")`` uses them for every
+  trial); ``twiddle-<sampler>@mean`` is told the mean loss only.
 * ``optuna-tpe``, ``optuna-gp``, ``optuna-random``: Optuna's ``TPESampler(seed=s)``,
   ``GPSampler(seed=s)`` and ``RandomSampler(seed=s)``, all with their defaults, on an
   in-memory study driven by ``study.ask()`` and the ``trial.suggest_*`` calls that

@@ -380,7 +380,8 @@ class GPSampler(Sampler):
             return U[keep], y[keep], None
         means, se = adjusted
         y[partial] = sign * means[partial]
-        return U, y, se
+        ok = np.isfinite(y)  # a stopped trial whose fold scores are all NaN says nothing
+        return U[ok], y[ok], se[ok]
 
     # -- main entry -------------------------------------------------------------------
     def suggest(
