@@ -206,6 +206,38 @@ def test_fold_noise_modes():
         GPSampler(fold_noise="yes")
 
 
+def test_stopped_trials_enter_without_a_fold_correction_behind_a_lone_complete_trial():
+    # racing can stop every trial behind an early incumbent: with one complete trial
+    # the fold effects are unknown, and the stopped trials still enter the model
+    rng = np.random.default_rng(3)
+    configs = [MIXED.sample(rng) for _ in range(4)]
+    folds = [
+        (0.90, 0.80, 0.85, 0.95, 0.90),
+        (0.50, 0.40, None, None, None),
+        (0.30, None, None, None, None),
+        (0.60, 0.55, 0.70, None, None),
+    ]
+    trials = [
+        FrozenTrial(
+            number=i,
+            state=TrialState.COMPLETE if i == 0 else TrialState.PRUNED,
+            params=c,
+            value=float(np.mean([v for v in f if v is not None])),
+            fold_scores=f,
+        )
+        for i, (c, f) in enumerate(zip(configs, folds, strict=True))
+    ]
+    _, y, se = GPSampler()._data(MIXED, History(trials, [], "maximize", 0))
+    assert y.size == 4
+    assert y == pytest.approx([-t.value for t in trials])
+    rows = [np.array([v for v in f if v is not None]) for f in folds]
+    pooled = sum(np.sum((r - r.mean()) ** 2) for r in rows if r.size > 1) / sum(
+        r.size - 1 for r in rows if r.size > 1
+    )
+    expected = [0.0] + [math.sqrt(pooled * (5 - r.size) / (5 * r.size)) for r in rows[1:]]
+    assert se is not None and se == pytest.approx(expected, rel=1e-12)
+
+
 @pytest.mark.parametrize("m", [1, 2, 4])
 def test_fold_corrected_mean_is_calibrated(m):
     # F_ij = mu_i + f_j + e_ij: the estimate of a partial trial's k-fold mean, divided

@@ -170,7 +170,10 @@ def fold_adjusted_means(trials: list[Any]) -> tuple[np.ndarray, np.ndarray] | No
     ``sigma^2 (k - m) / (k m)``, with ``sigma^2`` the configuration-by-fold
     interaction variance. ``f`` and ``sigma^2`` are estimated from the ``n`` complete
     trials (two-way analysis of variance, ``(n - 1)(k - 1)`` degrees of freedom); the
-    error of the estimated ``f`` adds a factor ``1 + 1 / n`` to that variance.
+    error of the estimated ``f`` adds a factor ``1 + 1 / n`` to that variance. With
+    fewer than two complete trials (fold racing can stop nearly every trial behind an
+    early incumbent), the partial means are not corrected and ``sigma^2`` is the
+    spread of each trial's own fold scores, pooled over the trials with two or more.
 
     Parameters
     ----------
@@ -182,7 +185,8 @@ def fold_adjusted_means(trials: list[Any]) -> tuple[np.ndarray, np.ndarray] | No
     (means, se) with arrays of shape (len(trials),): the estimated k-fold means
     (complete trials: their own mean) and the standard deviations of their errors
     (0 for complete trials); NaN means for trials with no finite fold score; None
-    when fewer than two complete trials have all k finite fold scores.
+    when there are fewer than two folds, or no complete trial pair and no trial with
+    two finite fold scores.
     """
     k = max((len(t.fold_scores) for t in trials), default=0)
     F = np.full((len(trials), k), np.nan)
@@ -192,20 +196,32 @@ def fold_adjusted_means(trials: list[Any]) -> tuple[np.ndarray, np.ndarray] | No
                 F[i, j] = v
     full = ~np.isnan(F).any(axis=1) if k else np.zeros(len(trials), bool)
     n = int(full.sum())
-    if k < 2 or n < 2:
+    if k < 2:
         return None
-    D = F[full] - F[full].mean(axis=1, keepdims=True)
-    effect = D.mean(axis=0)  # sums to zero
-    resid = D - effect
-    sigma2 = float(np.sum(resid * resid)) / ((n - 1) * (k - 1))
     seen = ~np.isnan(F)
     m = seen.sum(axis=1)
+    if n >= 2:
+        D = F[full] - F[full].mean(axis=1, keepdims=True)
+        effect = D.mean(axis=0)  # sums to zero
+        resid = D - effect
+        sigma2 = float(np.sum(resid * resid)) / ((n - 1) * (k - 1))
+        inflate = 1.0 + 1.0 / n
+    else:
+        # too few complete trials to separate fold effects from the interaction: no
+        # correction, and the spread of every trial's own folds (fold effects
+        # included, so larger) pooled over the trials with two or more
+        many = m >= 2
+        if not many.any():
+            return None
+        dev = F[many] - np.nanmean(F[many], axis=1, keepdims=True)
+        sigma2 = float(np.nansum(dev * dev)) / float(np.sum(m[many] - 1))
+        effect, inflate = np.zeros(k), 1.0
     means = np.full(len(trials), np.nan)
     means[full] = F[full].mean(axis=1)
     se = np.zeros(len(trials))
     for r in np.flatnonzero(~full & (m > 0)):
         means[r] = float(np.mean(F[r, seen[r]] - effect[seen[r]]))
-        se[r] = math.sqrt(sigma2 * (k - m[r]) / (k * m[r]) * (1.0 + 1.0 / n))
+        se[r] = math.sqrt(sigma2 * (k - m[r]) / (k * m[r]) * inflate)
     return means, se
 
 
@@ -375,7 +391,7 @@ class GPSampler(Sampler):
         if not partial:
             return U, y, None
         adjusted = fold_adjusted_means(chosen)
-        if adjusted is None:  # too few complete trials to know the fold effects
+        if adjusted is None:  # nothing to say how far a partial mean may be off
             keep = np.array([t.state is TrialState.COMPLETE for t in chosen])
             return U[keep], y[keep], None
         means, se = adjusted
