@@ -26,7 +26,7 @@ from twiddle._errors import InvalidParameterError
 from twiddle._schedulers import make_scheduler
 from twiddle._space import Space
 from twiddle._tasks import Shipment, TaskResult, format_exception, worker_id
-from twiddle._trial import FrozenTrial, TrialState
+from twiddle._trial import FrozenTrial, TrialState, fold_matrix
 from twiddle._validation import check_int
 
 Scoring = str | Callable[..., Any] | Sequence[str] | Mapping[str, str | Callable[..., Any]] | None
@@ -525,11 +525,7 @@ def cv_results_table(
     """scikit-learn ``cv_results_``-style dict over finished trials (NaN for missing folds)."""
     rows = [t for t in trials if t.state.is_finished]
     out: dict[str, Any] = {"params": [dict(t.params) for t in rows]}
-    folds = np.full((len(rows), n_splits), np.nan)
-    for i, t in enumerate(rows):
-        for k, s in enumerate(t.fold_scores[:n_splits]):
-            if s is not None:
-                folds[i, k] = s
+    folds = fold_matrix(rows, n_splits)
     for k in range(n_splits):
         out[f"split{k}_test_score"] = folds[:, k]
     value = np.array(

@@ -11,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 
 class TrialState(enum.Enum):
@@ -153,4 +155,21 @@ def json_safe_params(params: Mapping[str, Any]) -> dict[str, Any]:
         if hasattr(v, "item") and not isinstance(v, (list, tuple, dict, str)):
             v = v.item()
         out[k] = v
+    return out
+
+
+def fold_matrix(trials: Sequence[FrozenTrial], n_folds: int | None = None) -> np.ndarray:
+    """The trials' fold scores as an array of shape (len(trials), n_folds).
+
+    Fold ``k`` of trial ``i`` is ``trials[i].fold_scores[k]``, NaN where that fold has
+    no score (not run, or beyond the trial's scores). ``n_folds`` defaults to the most
+    fold scores any trial has; scores beyond it are left out.
+    """
+    if n_folds is None:
+        n_folds = max((len(t.fold_scores) for t in trials), default=0)
+    out = np.full((len(trials), n_folds), np.nan)
+    for i, t in enumerate(trials):
+        for k, s in enumerate(t.fold_scores[:n_folds]):
+            if s is not None:
+                out[i, k] = s
     return out

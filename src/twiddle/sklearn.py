@@ -31,7 +31,7 @@ from sklearn.utils.metaestimators import available_if
 from twiddle._cv import resolve_scorers, tune
 from twiddle._errors import InvalidParameterError
 from twiddle._space import Space
-from twiddle._trial import FrozenTrial, TrialState
+from twiddle._trial import FrozenTrial, TrialState, fold_matrix
 from twiddle._validation import check_int
 
 __all__ = ["TuneSearchCV"]
@@ -424,11 +424,7 @@ class TuneSearchCV(MetaEstimatorMixin, BaseEstimator):
     ) -> tuple[dict[str, Any], np.ndarray]:
         space = self.space
         params = [space.to_estimator_params(space.validate(t.params)) for t in trials]
-        folds = np.full((len(trials), n_splits), np.nan)
-        for i, t in enumerate(trials):
-            for k, s in enumerate(t.fold_scores[:n_splits]):
-                if s is not None:
-                    folds[i, k] = s
+        folds = fold_matrix(trials, n_splits)
         n_done = np.array([max(t.n_folds_done, 1) for t in trials], dtype=float)
         fit_time = np.array([t.metrics.get("fit_time", np.nan) for t in trials]) / n_done
         score_time = np.array([t.metrics.get("score_time", np.nan) for t in trials]) / n_done

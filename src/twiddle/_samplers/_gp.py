@@ -54,7 +54,7 @@ from twiddle._samplers._base import History, Sampler
 from twiddle._samplers._simple import SobolSampler
 from twiddle._space import Categorical, Config, Float, Int, Space
 from twiddle._threads import single_thread
-from twiddle._trial import TrialState
+from twiddle._trial import TrialState, fold_matrix
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,12 +188,9 @@ def fold_adjusted_means(trials: list[Any]) -> tuple[np.ndarray, np.ndarray] | No
     when there are fewer than two folds, or no complete trial pair and no trial with
     two finite fold scores.
     """
-    k = max((len(t.fold_scores) for t in trials), default=0)
-    F = np.full((len(trials), k), np.nan)
-    for i, t in enumerate(trials):
-        for j, v in enumerate(t.fold_scores):
-            if v is not None and math.isfinite(v):
-                F[i, j] = v
+    F = fold_matrix(trials)
+    F[~np.isfinite(F)] = np.nan  # an infinite fold score says nothing either
+    k = F.shape[1]
     full = ~np.isnan(F).any(axis=1) if k else np.zeros(len(trials), bool)
     n = int(full.sum())
     if k < 2:
