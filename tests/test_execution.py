@@ -489,3 +489,80 @@ def test_inline_executor_shutdown() -> None:
         assert executor.submit(_square, 2).result(0) == 4
     with pytest.raises(RuntimeError, match="after shutdown"):
         executor.submit(_square, 2)
+
+
+# ------------------------------------------------------------------ calls to the driver
+
+
+def _ask_driver(key: str, request: Any) -> tuple[bool, Any, int]:
+    found, answer = _execution.call_driver(key, request)
+    return found, answer, os.getpid()
+
+
+def _ask_twice(key: str) -> list[tuple[bool, Any]]:
+    return [_execution.call_driver(key, i) for i in (1, 2)]
+
+
+def test_a_worker_task_calls_the_driver_handler(executor: ProcessExecutor) -> None:
+    seen: list[tuple[Any, int, str]] = []
+
+    def handler(request: Any) -> Any:
+        seen.append((request, os.getpid(), threading.current_thread().name))
+        return {"doubled": request * 2}
+
+    key = _execution.register_handler(handler)
+    try:
+        found, answer, pid = executor.submit(_ask_driver, key, 21).result(timeout=TIMEOUT)
+        assert found and answer == {"doubled": 42}
+        assert pid != os.getpid()  # asked from a worker, answered here
+        assert seen == [(21, os.getpid(), seen[0][2])]
+        assert seen[0][2] != threading.current_thread().name  # by the manager thread
+        # several calls in one task, and the task's own reply still arrives after them
+        assert executor.submit(_ask_twice, key).result(timeout=TIMEOUT) == [
+            (True, {"doubled": 2}),
+            (True, {"doubled": 4}),
+        ]
+    finally:
+        _execution.unregister_handler(key)
+    found, answer, _ = executor.submit(_ask_driver, key, 1).result(timeout=TIMEOUT)
+    assert (found, answer) == (False, None)
+
+
+def test_a_failing_handler_answers_not_found_and_the_pool_goes_on(
+    executor: ProcessExecutor, caplog: pytest.LogCaptureFixture
+) -> None:
+    def handler(request: Any) -> Any:
+        raise ValueError("broken handler")
+
+    key = _execution.register_handler(handler)
+    try:
+        found, answer, _ = executor.submit(_ask_driver, key, 1).result(timeout=TIMEOUT)
+    finally:
+        _execution.unregister_handler(key)
+    assert (found, answer) == (False, None)
+    assert "call from a worker" in caplog.text
+    assert executor.submit(pow, 2, 5).result(timeout=TIMEOUT) == 32
+
+
+def test_calls_in_the_driver_process_reach_the_handler_directly() -> None:
+    key = _execution.register_handler(lambda request: request + 1)
+    try:
+        assert InlineExecutor().submit(_ask_driver, key, 1).result()[:2] == (True, 2)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            assert pool.submit(_ask_driver, key, 2).result(timeout=TIMEOUT)[:2] == (True, 3)
+    finally:
+        _execution.unregister_handler(key)
+
+
+@needs_fork
+def test_a_forked_foreign_pool_cannot_reach_the_driver() -> None:
+    # A child of fork inherits the handler table; it must not answer from its copy.
+    key = _execution.register_handler(lambda request: "stale copy")
+    try:
+        ctx = multiprocessing.get_context("fork")
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+            found, answer, pid = pool.submit(_ask_driver, key, 1).result(timeout=TIMEOUT)
+    finally:
+        _execution.unregister_handler(key)
+    assert pid != os.getpid()
+    assert (found, answer) == (False, None)

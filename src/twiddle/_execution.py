@@ -27,6 +27,18 @@ future gets :class:`~twiddle._errors.WorkerCrashedError` naming the exit code or
 a replacement worker starts and the pool goes on. User threads talk to the manager
 through a queue guarded by a lock and a wake-up pipe.
 
+Calls from a running task to the driver
+---------------------------------------
+A task may ask the driver a question while it runs (a trial asking for the other
+trials' learning curves, say): :func:`call_driver` sends ``(key, request)`` and waits
+for the answer of the handler the driver registered under ``key`` with
+:func:`register_handler`. In a worker of a :class:`ProcessExecutor` the call travels
+on the worker's pipe and the manager thread answers it (handlers must therefore be
+quick and thread-safe); in the driver's own process (:class:`InlineExecutor`, a
+thread pool) the handler is called directly. Anywhere else (a Dask worker, another
+pool) there is no way back, and :func:`call_driver` says so, for the caller to fall
+back on what it was given at dispatch.
+
 Thread limits in workers
 ------------------------
 Running ``n_workers`` processes that each start one BLAS or OpenMP thread per core
@@ -68,6 +80,7 @@ import sys
 import threading
 import time
 import traceback
+import uuid
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -110,11 +123,82 @@ _ORPHAN_EXIT_CODE = 70
 # Messages on a worker's pipe. Driver to worker: a task (cloudpickle bytes of
 # ``(fn, args, kwargs)``) or _STOP. Worker to driver: _READY once, then one reply per
 # task, the cloudpickle bytes of a tuple whose first item is one of the statuses below.
+# While a task runs, the worker may also send _CALL + cloudpickle bytes of
+# ``(key, request)``; the driver answers with the pickle bytes of ``(found, answer)``.
+# (Pickle data starts with the PROTO opcode 0x80, so the prefix cannot be a reply.)
 _READY = b"ready"
+_CALL = b"call:"
 _STOP = b""
 _OK = 0  # (_OK, result)
 _RAISED = 1  # (_RAISED, exception, traceback text)
 _FAILED = 2  # (_FAILED, message): becomes a RuntimeError in the driver
+
+
+# ------------------------------------------------------------ calls to the driver
+
+#: The worker's end of its pipe, in a worker process of a ProcessExecutor.
+_WORKER_CONN: Connection | None = None
+_HANDLERS: dict[str, Callable[[Any], Any]] = {}
+_HANDLERS_LOCK = threading.Lock()
+
+
+def register_handler(handler: Callable[[Any], Any]) -> str:
+    """Let running tasks call ``handler(request)`` in this process; returns its key.
+
+    The handler runs on the manager thread of a :class:`ProcessExecutor` (for calls
+    from its workers) or on the task's own thread (in this process), so it must be
+    thread-safe and quick. Remove it with :func:`unregister_handler`.
+    """
+    key = f"{os.getpid()}:{uuid.uuid4().hex}"
+    with _HANDLERS_LOCK:
+        _HANDLERS[key] = handler
+    return key
+
+
+def unregister_handler(key: str) -> None:
+    """Forget the handler registered under ``key`` (nothing happens if there is none)."""
+    with _HANDLERS_LOCK:
+        _HANDLERS.pop(key, None)
+
+
+def _local_handler(key: str) -> Callable[[Any], Any] | None:
+    # A child made by fork inherits a copy of the table: only the process that
+    # registered a handler may call it directly.
+    if key.partition(":")[0] != str(os.getpid()):
+        return None
+    with _HANDLERS_LOCK:
+        return _HANDLERS.get(key)
+
+
+def call_driver(key: str, request: Any) -> tuple[bool, Any]:
+    """Ask the handler registered under ``key`` in the driver; ``(found, answer)``.
+
+    ``found`` is False when this task cannot reach the driver or the driver has no
+    such handler (any more); the answer is then None. Exceptions of the handler are
+    not raised here: they are logged in the driver and the call counts as not found.
+    """
+    handler = _local_handler(key)
+    if handler is not None:
+        return True, handler(request)
+    conn = _WORKER_CONN
+    if conn is None:
+        return False, None
+    conn.send_bytes(_CALL + cloudpickle.dumps((key, request)))
+    found, answer = pickle.loads(conn.recv_bytes())
+    return bool(found), answer
+
+
+def _answer_call(data: bytes) -> bytes:
+    """The reply bytes to a worker's call message (run by the manager thread)."""
+    try:
+        key, request = pickle.loads(data[len(_CALL) :])
+        with _HANDLERS_LOCK:
+            handler = _HANDLERS.get(key)
+        answer = (True, handler(request)) if handler is not None else (False, None)
+        return cloudpickle.dumps(answer)
+    except Exception:
+        _logger.exception("A call from a worker to the driver failed; it was answered 'not found'.")
+        return cloudpickle.dumps((False, None))
 
 
 # --------------------------------------------------------------------------- futures
@@ -260,6 +344,8 @@ def _worker_main(conn: Connection, threads: int) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the driver decides what a
     # KeyboardInterrupt means and stops the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    global _WORKER_CONN
+    _WORKER_CONN = conn
     _set_thread_limit_environ(threads)
     _limit_loaded_threadpools(threads)
     numpy_limited = "numpy" in sys.modules
@@ -631,6 +717,10 @@ class _Pool:
         if not worker.ready:
             worker.ready = True
             self.start_failures = 0
+            return
+        if data.startswith(_CALL):
+            with contextlib.suppress(OSError):  # a broken pipe: the sentinel fires soon
+                worker.conn.send_bytes(_answer_call(data))
             return
         item, worker.item = worker.item, None
         if item is None or worker.retiring:
