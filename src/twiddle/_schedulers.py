@@ -188,19 +188,25 @@ and ``should_stop(...)`` take the trial's curve, the curves of the other trials
 (:class:`LearningCurve`, which carry their state and number) and the direction,
 and touch no study, so they can be tested on synthetic learning curves.
 
-Staleness: which other curves a trial sees
-~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
-The driver hands each trial's task a *snapshot* of the other trials' curves (and
-the scheduler object) when it dispatches the task, and ``should_prune()`` applies
-the rule to that snapshot where the objective runs. With ``n_jobs=1`` no other
-trial runs meanwhile, so the snapshot *is* the live study history. With worker
-processes the snapshot holds the trials finished at dispatch time (COMPLETE and
-PRUNED, with their curves); trials still running then are known to the driver
-without a curve (workers send their curve back at the end), so they do not count.
-ASHA and the median rule are asynchronous rules designed for this: a trial may be
-compared with slightly fewer values than a fully synchronous rule would use,
-which errs on the side of letting it go on. Results are then reproducible for
-``n_jobs=1`` and depend on timing for ``n_jobs > 1``.
+Which other curves a trial sees
+~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+The rule is applied where the objective runs, by ``Trial.should_prune()``, to the
+trial's reported values and to the other trials' curves as the driver knows them
+at that moment: the finished trials' final curves and the curves so far of the
+trials still running (:mod:`twiddle._board`). A running trial sends its own curve
+each time it asks, so two trials that run side by side in worker processes are
+compared with each other, as ASHA intends. With ``n_jobs=1`` no other trial runs
+meanwhile, and the curves are the whole study history; results are then
+reproducible, while with ``n_jobs > 1`` they depend on which trial reaches a rung
+first. A decision to go on stands until the rule's next decision point
+(:meth:`CurveScheduler.decision_point`; for ASHA, the next rung), so a trial is
+promoted once per rung with what was known when it got there.
+
+Where a task cannot reach the driver (an executor other than twiddle's own, such
+as Dask's), the trial keeps the snapshot of the finished trials' curves handed to
+it at dispatch. ASHA and the median rule are asynchronous rules that tolerate
+this: a trial is then compared with fewer values, which errs on the side of
+letting it go on.
 """
 
 from __future__ import annotations
@@ -573,10 +579,24 @@ class CurveScheduler:
     """Base of the learning-curve schedulers: a pure rule on learning curves.
 
     Subclasses implement :meth:`decide`; :meth:`should_stop` is its boolean answer.
-    A trial's task calls :meth:`should_stop` from ``Trial.should_prune()``.
+    A trial's task calls :meth:`should_stop` from ``Trial.should_prune()``, except
+    when :meth:`decision_point` says the trial has not moved on since its last
+    decision to go on.
     """
 
     name = ""
+
+    def decision_point(self, curve: Mapping[int, float], *, number: int | None = None) -> Any:
+        """Where in ``curve`` the current decision is made (hashable), or None.
+
+        A decision to go on stands until the point changes: ``Trial.should_prune()``
+        does not ask again (nor fetch the other trials' curves) at the same point.
+        None, the default, asks every time. Successive halving answers with the last
+        rung reached, as ASHA promotes a trial once, when it reaches a rung, with what
+        is known then; re-judging it at later steps against trials that reached the
+        rung afterwards could stop a trial after its last step.
+        """
+        return None
 
     def decide(
         self,
@@ -826,6 +846,12 @@ class SuccessiveHalving(CurveScheduler):
             r *= self.reduction_factor
         return out
 
+    def decision_point(self, curve: Mapping[int, float], *, number: int | None = None) -> Any:
+        """The last rung the curve has reached (0 before the first: nothing to decide)."""
+        steps = _finite_steps(curve)
+        rungs = self.rungs(steps[-1]) if steps else []
+        return rungs[-1] if rungs else 0
+
     def decide(
         self,
         curve: Mapping[int, float],
@@ -957,6 +983,11 @@ class Hyperband(CurveScheduler):
             if u < acc / total:
                 return b
         return self.n_brackets - 1
+
+    def decision_point(self, curve: Mapping[int, float], *, number: int | None = None) -> Any:
+        """The last rung of the trial's bracket that the curve has reached."""
+        b = 0 if number is None else self.bracket(number)
+        return self.brackets[b].decision_point(curve)
 
     def decide(
         self,

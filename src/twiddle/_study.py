@@ -16,7 +16,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Protocol, overload
+from typing import TYPE_CHECKING, Any, Protocol, overload
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from twiddle._storage import Storage, get_storage
 from twiddle._tasks import ObjectiveTask, Shipment, TaskResult, check_value, format_exception
 from twiddle._trial import FrozenTrial, TrialState, json_safe_params
 from twiddle._validation import check_choice, check_float, check_int, seed_entropy
+
+if TYPE_CHECKING:
+    from twiddle._board import CurveBoard
 
 DIRECTIONS = ("minimize", "maximize")
 #: A trial re-queued after an interruption is tried at most this many times in all.
@@ -120,6 +123,7 @@ class Trial:
         # an ask()-driven trial reads the study's curves when it asks, not a snapshot
         self._live_curves: Callable[[], Sequence[LearningCurve]] | None = None
         self._direction = "minimize"
+        self._went_on_at: Any = None  # the scheduler's decision point of the last "go on"
 
     @classmethod
     def _for_task(
@@ -210,16 +214,24 @@ class Trial:
 
         The scheduler given to ``Study.optimize(scheduler=...)`` (or ``Study.ask``)
         applies its rule to this trial's reported values and to the other trials' curves
-        as known when the trial was dispatched (``ask``: when this is called). On True,
-        raise :class:`twiddle.TrialPruned` (or, after ``ask``, tell the trial
+        as the driver knows them now, running trials' included (on an executor whose
+        workers cannot reach the driver, such as Dask's: as known when the trial was
+        dispatched). A decision to go on stands until the rule's next decision point
+        (for successive halving, the next rung). On True, raise
+        :class:`twiddle.TrialPruned` (or, after ``ask``, tell the trial
         ``state="PRUNED"``): the trial is then PRUNED with the values it reported.
         """
         if self._scheduler is None:
             return False
+        point = self._scheduler.decision_point(self._intermediate, number=self.number)
+        if point is not None and point == self._went_on_at:
+            return False  # the decision to go on made at this point stands
         others = self._live_curves() if self._live_curves is not None else self._others
-        return self._scheduler.should_stop(
+        stop = self._scheduler.should_stop(
             self._intermediate, others, self._direction, number=self.number
         )
+        self._went_on_at = None if stop else point
+        return stop
 
     def set_user_attr(self, key: str, value: Any) -> None:
         """Attach a JSON-serialisable annotation to the trial."""
@@ -250,7 +262,8 @@ class Evaluator(Protocol):
     returns fields (as :meth:`combine` does, typically ``state=PRUNED``), the driver
     drops the trial's tasks not yet submitted, cancels the submitted ones that have
     not started, ignores the results of those already running, and finishes the
-    trial with those fields.
+    trial with those fields. An optional ``finished(trial)`` is called with each
+    finished trial's stored record.
     """
 
     n_tasks: int
@@ -297,17 +310,30 @@ class ObjectiveEvaluator:
         self.scheduler = scheduler
         self.direction = direction
         self.curves = curves  # number -> the other trials' curves, taken at dispatch
+        # with a scheduler, the run's curves, read live by the running trials
+        self.board: CurveBoard | None = None
 
     def make_task(self, trial: FrozenTrial, index: int, seed: int) -> Callable[[], TaskResult]:
         proposal = dict(trial.params) or dict(trial.system_attrs.get("proposal", {}))
         task = ObjectiveTask(
             self.objective, trial.number, proposal, seed, self.space_json, self.style
         )
-        if self.scheduler is not None and self.curves is not None:
+        if self.scheduler is not None and self.board is not None:
+            task.scheduler = self.scheduler
+            task.direction = self.direction
+            task.board = self.board.key
+            task.board_version, others = self.board.snapshot(trial.number)
+            task.others = tuple(others)
+        elif self.scheduler is not None and self.curves is not None:
             task.scheduler = self.scheduler
             task.direction = self.direction
             task.others = tuple(self.curves(trial.number))
         return task
+
+    def finished(self, trial: FrozenTrial) -> None:
+        """Put a finished trial's final curve on the board."""
+        if self.board is not None:
+            self.board.finish(trial.number, trial.intermediate, trial.state)
 
     def combine(self, trial: FrozenTrial, results: Sequence[TaskResult | None]) -> dict[str, Any]:
         r = results[0]
@@ -932,9 +958,10 @@ class Study:
             :class:`twiddle.MedianStopping`, :class:`twiddle.SuccessiveHalving` or
             :class:`twiddle.Hyperband`: ``trial.should_prune()`` then answers with
             its rule, applied where the objective runs to the trial's reported
-            values and to a snapshot of the other trials' curves taken when the
-            trial was dispatched (with ``n_jobs=1``, the whole study history; with
-            workers, the trials finished by then). None: it is always False.
+            values and to the other trials' curves: the finished trials' and, with
+            worker processes, the running trials' curves so far (on a foreign
+            executor, the trials finished when the trial was dispatched). None: it
+            is always False.
 
         Raises
         ------
@@ -950,14 +977,22 @@ class Study:
         evaluator = ObjectiveEvaluator(
             objective, self.space, ship, sched, self.direction, self._curves
         )
-        self._run(
-            evaluator,
-            n_trials=n_trials,
-            timeout=timeout,
-            n_jobs=n_jobs,
-            executor=executor,
-            callbacks=callbacks,
-        )
+        if sched is not None:
+            from twiddle._board import CurveBoard
+
+            evaluator.board = CurveBoard(self._curves(-1))
+        try:
+            self._run(
+                evaluator,
+                n_trials=n_trials,
+                timeout=timeout,
+                n_jobs=n_jobs,
+                executor=executor,
+                callbacks=callbacks,
+            )
+        finally:
+            if evaluator.board is not None:
+                evaluator.board.close()
 
     def _curves(self, number: int) -> list[LearningCurve]:
         """The learning curves of the trials other than ``number`` that reported one."""
@@ -1086,6 +1121,9 @@ class Study:
                     reraise = fields.pop("reraise", None)
                     rec = self._set(self._trials[job.trial.number], **fields)
                     finished.append(rec)
+                    on_finished = getattr(evaluator, "finished", None)
+                    if on_finished is not None:
+                        on_finished(rec)
                     if reraise is not None:
                         raise reraise
                     for cb in callbacks:

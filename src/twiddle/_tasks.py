@@ -117,10 +117,13 @@ class ObjectiveTask:
     space_json: dict[str, Any] | None
     call_style: str  # "trial" or "config"
     # A learning-curve scheduler, and the snapshot of the other trials' curves taken by
-    # the driver at dispatch, for Trial.should_prune() to decide here.
+    # the driver at dispatch, for Trial.should_prune() to decide here; with a board key,
+    # the trial asks the driver for the curves as they are when it decides.
     scheduler: Any = None
     others: tuple[Any, ...] = ()
     direction: str = "minimize"
+    board: str | None = None
+    board_version: int = 0
 
     def __call__(self) -> TaskResult:
         from twiddle._study import Trial  # avoid an import cycle
@@ -135,6 +138,11 @@ class ObjectiveTask:
             others=self.others,
             direction=self.direction,
         )
+        if self.scheduler is not None and self.board is not None:
+            from twiddle._board import BoardView
+
+            view = BoardView(self.board, self.number, self.board_version, self.others)
+            trial._live_curves = lambda: view.others(trial._intermediate)
         result = TaskResult(state=TrialState.FAIL, worker=worker_id())
         try:
             arg: Any = trial if self.call_style == "trial" else dict(trial.params)
