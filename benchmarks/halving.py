@@ -53,8 +53,23 @@ Usage::
 
     python benchmarks/halving.py            # both problems (about 20 minutes on 2 cores)
     python benchmarks/halving.py --quick    # synthetic only, 2 seeds
+    python benchmarks/halving.py --jobs 2   # trials in 2 worker processes (see below)
 
 Results go to ``benchmarks/results/halving.json`` and ``halving.md`` (``--out-dir``).
+
+In worker processes (``--jobs N``)
+----------------------------------
+With N > 1 the study runs N trials at a time, and what a trial sees of the trials
+running beside it matters. Each seed runs ``none`` and one halving setting per
+problem (eta 2, first rung 4R/27: ``halving-e2-m4`` on the MLP, ``-m12`` on the
+synthetic problem) twice: ``@live`` with ``n_jobs=N`` (twiddle's worker pool, whose
+trials read the other trials' curves, running ones included, from the driver each
+time they reach a rung), and ``@snapshot`` on a standard-library
+``ProcessPoolExecutor(N)``, whose workers cannot reach the driver, so each trial sees
+only the trials finished when it was dispatched (as on an executor such as Dask's).
+The studies are given their space up front, so every run of a seed is offered the
+same configurations whatever the timing (checked: the script stops if not). Results
+go to ``halving-parallel.json`` and ``halving-parallel.md``.
 """
 
 from __future__ import annotations
@@ -144,6 +159,22 @@ def mlp_digits(trial: twiddle.Trial) -> float:
     return float(clf.history_[-1]["val_loss"])
 
 
+def spaces() -> dict[str, twiddle.Space]:
+    """The problems' spaces, as their objectives suggest them (for --jobs runs)."""
+    return {
+        "synthetic": twiddle.Space(
+            {"lr": twiddle.Float(1e-4, 1.0, log=True), "reg": twiddle.Float(0.0, 1.0)}
+        ),
+        "mlp-digits": twiddle.Space(
+            {
+                "learning_rate": twiddle.Float(1e-4, 0.3, log=True),
+                "width": twiddle.Int(8, 128, log=True),
+                "weight_decay": twiddle.Float(1e-6, 1e-1, log=True),
+            }
+        ),
+    }
+
+
 # ----------------------------------------------------------------------------------
 # Runs
 # ----------------------------------------------------------------------------------
@@ -152,10 +183,14 @@ def run_one(
     scheduler: Any,
     seed: int,
     n_trials: int,
+    *,
+    space: twiddle.Space | None = None,
+    jobs: int = 1,
+    pool: Any = None,
 ) -> dict[str, Any]:
-    study = twiddle.Study(direction="minimize", sampler="random", seed=seed)
+    study = twiddle.Study(direction="minimize", sampler="random", seed=seed, space=space)
     t0 = time.perf_counter()
-    study.optimize(objective, n_trials=n_trials, scheduler=scheduler)
+    study.optimize(objective, n_trials=n_trials, scheduler=scheduler, n_jobs=jobs, executor=pool)
     best = study.best_trial
     states = [t.state.value for t in study.trials]
     return {
@@ -163,6 +198,7 @@ def run_one(
         "heldout": float(best.user_attrs["heldout"]),
         "best_number": best.number,
         "best_params": best.params,
+        "proposals": [sorted(t.params.items()) for t in study.trials],
         "n_complete": states.count("COMPLETE"),
         "n_pruned": states.count("PRUNED"),
         "n_fail": states.count("FAIL"),
@@ -198,6 +234,50 @@ def run_problem(
         for label, sched in schedulers(r).items():
             row = {"problem": name, "seed": seed, "scheduler": label, "n_trials": n}
             row.update(run_one(objective, sched, seed, n))
+            row.pop("proposals")
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def run_problem_parallel(
+    name: str,
+    objective: Callable[[twiddle.Trial], float],
+    r: int,
+    seeds: list[int],
+    n: int,
+    jobs: int,
+) -> list[dict[str, Any]]:
+    """``none``, and one halving setting with live curves and with snapshots, in workers."""
+    import concurrent.futures
+    import multiprocessing
+
+    label = f"halving-e2-m{4 * r // 27}"
+    scheduler = schedulers(r)[label]
+    space = spaces()[name]
+    rows: list[dict[str, Any]] = []
+    for seed in seeds:
+        runs: list[tuple[str, Any, Any]] = [
+            ("none", None, None),
+            (f"{label}@live", scheduler, None),
+            (f"{label}@snapshot", scheduler, "stdlib"),
+        ]
+        first: list[Any] | None = None
+        for run_label, sched, pool_kind in runs:
+            row = {"problem": name, "seed": seed, "scheduler": run_label, "n_trials": n}
+            if pool_kind is None:
+                row.update(run_one(objective, sched, seed, n, space=space, jobs=jobs))
+            else:
+                ctx = multiprocessing.get_context("spawn")
+                with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+                    row.update(
+                        run_one(objective, sched, seed, n, space=space, jobs=jobs, pool=pool)
+                    )
+            proposals = row.pop("proposals")
+            if first is None:
+                first = proposals
+            elif proposals != first:
+                raise RuntimeError(f"{name} seed {seed}: {run_label} was offered other trials")
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows
@@ -250,10 +330,12 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _markdown(meta: dict[str, Any], summary: list[dict[str, Any]]) -> str:
+    jobs = meta.get("jobs", 1)
+    title = "" if jobs == 1 else f" with {jobs} worker processes"
     lines = [
-        "# Successive halving: steps saved and held-out loss",
+        f"# Successive halving{title}: steps saved and held-out loss",
         "",
-        f"Generated by `python benchmarks/halving.py` on {meta['date']} (Python "
+        f"Generated by `{meta['command']}` on {meta['date']} (Python "
         f"{meta['python']}, twiddle {meta['twiddle']}, {meta['seconds']:.0f} s); random "
         "sampler, the same proposals in every run of a seed. `steps ratio` is the steps "
         "(epochs) used / the steps of the same seed's run without a scheduler (`none`); "
@@ -297,11 +379,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="synthetic problem, 2 seeds")
     parser.add_argument("--seeds", type=int, default=20, help="seeds per problem (default 20)")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="trials at a time, in worker processes (default 1)"
+    )
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1; got {args.jobs}")
+
+    def run(name: str, objective: Any, r: int, n: int) -> list[dict[str, Any]]:
+        if args.jobs == 1:
+            return run_problem(name, objective, r, seeds, n)
+        return run_problem_parallel(name, objective, r, seeds, n, args.jobs)
 
     t0 = time.perf_counter()
     seeds = [0, 1] if args.quick else list(range(args.seeds))
-    rows = run_problem("synthetic", synthetic, SYNTH_R, seeds, 60)
+    rows = run("synthetic", synthetic, SYNTH_R, 60)
     problems = ["synthetic"]
     note = ""
     if not args.quick:
@@ -310,10 +402,13 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError as err:
             note = f"mlp-digits skipped: twiddle.torch did not import ({err})."
         else:
-            rows += run_problem("mlp-digits", mlp_digits, MLP_R, seeds, 20)
+            rows += run("mlp-digits", mlp_digits, MLP_R, 20)
             problems.append("mlp-digits")
     summary = summarise(rows)
+    command = "python benchmarks/halving.py" + (f" --jobs {args.jobs}" if args.jobs > 1 else "")
     meta = {
+        "command": command,
+        "jobs": args.jobs,
         "date": datetime.date.today().isoformat(),
         "python": platform.python_version(),
         "twiddle": twiddle.__version__,
@@ -324,8 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
     out = {"meta": meta, "summary": summary, "runs": rows}
-    (args.out_dir / "halving.json").write_text(json.dumps(out, indent=1, default=str) + "\n")
-    (args.out_dir / "halving.md").write_text(_markdown(meta, summary))
+    stem = "halving" if args.jobs == 1 else "halving-parallel"
+    (args.out_dir / f"{stem}.json").write_text(json.dumps(out, indent=1, default=str) + "\n")
+    (args.out_dir / f"{stem}.md").write_text(_markdown(meta, summary))
     print(json.dumps(summary, indent=1))
     return 0
 
