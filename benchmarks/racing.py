@@ -50,25 +50,10 @@ if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
 import twiddle  # noqa: E402
-from benchmarks.bo.ml import MLTask, make_estimator, split_seed, task_data  # noqa: E402
+from benchmarks.bo.ml import MLTask, task_data  # noqa: E402
 
 DEFAULT_TASKS = ("svm-breast", "lr-breast", "knn-wine", "dt-digits", "rf-wine", "svm-digits")
 QUICK_TASKS = ("svm-breast", "knn-wine")
-
-
-def _prefixed(task: MLTask) -> tuple[Any, twiddle.Space, str]:
-    """The task's estimator with default hyperparameters, its space addressed into it."""
-    est = make_estimator(task.model, task.regression, {})
-    prefix = f"{est.steps[-1][0]}__" if hasattr(est, "steps") else ""
-    dims = {prefix + name: task.space[name] for name in task.space}
-    return est, twiddle.Space(dims), prefix
-
-
-def _folds(task: MLTask, k: int) -> Any:
-    from sklearn.model_selection import KFold, StratifiedKFold
-
-    cls = KFold if task.regression else StratifiedKFold
-    return cls(n_splits=k, shuffle=True, random_state=split_seed(task.name))
 
 
 def run_one(
@@ -80,7 +65,7 @@ def run_one(
     racing: twiddle.FoldRacing | None,
 ) -> dict[str, Any]:
     task = MLTask(name)
-    est, space, prefix = _prefixed(task)
+    est, space, prefix = task.addressed()
     X_tr, _, y_tr, _ = task_data(name)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
@@ -90,7 +75,7 @@ def run_one(
             space,
             X_tr,
             y_tr,
-            cv=_folds(task, k),
+            cv=task.folds(k),
             scoring=task.scoring,
             n_trials=n_trials,
             sampler=sampler,

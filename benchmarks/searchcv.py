@@ -87,7 +87,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 import twiddle  # noqa: E402
 import twiddle.sklearn as twiddle_sklearn  # noqa: E402
-from benchmarks.bo.ml import MLTask, make_estimator, split_seed, task_data  # noqa: E402
+from benchmarks.bo.ml import MLTask, task_data  # noqa: E402
 
 DEFAULT_TASKS = (
     "svm-breast",
@@ -111,21 +111,6 @@ TIE = 1e-9
 # ----------------------------------------------------------------------------------
 # Tasks
 # ----------------------------------------------------------------------------------
-def _prefixed(task: MLTask) -> tuple[Any, twiddle.Space, str]:
-    """The task's estimator with default hyperparameters, its space addressed into it."""
-    est = make_estimator(task.model, task.regression, {})
-    prefix = f"{est.steps[-1][0]}__" if hasattr(est, "steps") else ""
-    return est, twiddle.Space({prefix + name: task.space[name] for name in task.space}), prefix
-
-
-def _folds(task: MLTask, k: int) -> Any:
-    """Shuffled k folds, stratified for classification, with the task's fixed seed."""
-    from sklearn.model_selection import KFold, StratifiedKFold
-
-    cls = KFold if task.regression else StratifiedKFold
-    return cls(n_splits=k, shuffle=True, random_state=split_seed(task.name))
-
-
 # ----------------------------------------------------------------------------------
 # The twiddle space as scikit-learn distributions
 # ----------------------------------------------------------------------------------
@@ -266,9 +251,9 @@ def run_one(name: str, method: str, seed: int, n_trials: int, k: int) -> dict[st
     from sklearn.model_selection import HalvingRandomSearchCV, RandomizedSearchCV
 
     task = MLTask(name)
-    est, space, prefix = _prefixed(task)
+    est, space, prefix = task.addressed()
     X_tr, X_te, y_tr, y_te = task_data(name)
-    cv = _folds(task, k)
+    cv = task.folds(k)
     out: dict[str, Any] = {"task": name, "method": method, "seed": seed}
     sampler: TimedSampler | None = None
     search: Any

@@ -49,29 +49,18 @@ if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
 import twiddle  # noqa: E402
-from benchmarks.bo.ml import N_FOLDS, MLTask, make_estimator, split_seed, task_data  # noqa: E402
+from benchmarks.bo.ml import MLTask, task_data  # noqa: E402
 
 DEFAULT_TASKS = ("svm-breast", "knn-wine", "lr-breast", "rf-wine")
 QUICK_TASKS = ("knn-wine",)
 
 
-def _prefixed(task: MLTask) -> tuple[Any, twiddle.Space, str]:
-    """The task's estimator with default hyperparameters, its space addressed into it."""
-    est = make_estimator(task.model, task.regression, {})
-    prefix = f"{est.steps[-1][0]}__" if hasattr(est, "steps") else ""
-    dims = {prefix + name: task.space[name] for name in task.space}
-    return est, twiddle.Space(dims), prefix
-
-
 def run_one(
     name: str, sampler: str, seed: int, n_trials: int, terminator: twiddle.Terminator | None
 ) -> dict[str, Any]:
-    from sklearn.model_selection import StratifiedKFold
-
     task = MLTask(name)
-    est, space, prefix = _prefixed(task)
+    est, space, prefix = task.addressed()
     X_tr, _, y_tr, _ = task_data(name)
-    folds = StratifiedKFold(n_splits=N_FOLDS, shuffle=True, random_state=split_seed(name))
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -80,7 +69,7 @@ def run_one(
             space,
             X_tr,
             y_tr,
-            cv=folds,
+            cv=task.folds(),
             scoring=task.scoring,
             n_trials=n_trials,
             sampler=sampler,

@@ -234,11 +234,22 @@ class MLTask:
     def scoring(self) -> str:
         return "r2" if self.regression else "accuracy"
 
-    def _folds(self) -> Any:
+    def folds(self, k: int = N_FOLDS) -> Any:
+        """Shuffled k folds, stratified for classification, with the task's fixed seed."""
         from sklearn.model_selection import KFold, StratifiedKFold
 
         cls = KFold if self.regression else StratifiedKFold
-        return cls(n_splits=N_FOLDS, shuffle=True, random_state=split_seed(self.name))
+        return cls(n_splits=k, shuffle=True, random_state=split_seed(self.name))
+
+    def addressed(self) -> tuple[Any, Space, str]:
+        """The estimator with default hyperparameters, the space addressed into it, the prefix.
+
+        For a pipeline the space's names get the last step's prefix (``"svc__C"``), as
+        ``twiddle.tune`` and the scikit-learn searches set them on the whole pipeline.
+        """
+        est = make_estimator(self.model, self.regression, {})
+        prefix = f"{est.steps[-1][0]}__" if hasattr(est, "steps") else ""
+        return est, Space({prefix + name: self.space[name] for name in self.space}), prefix
 
     def fold_losses(self, config: Mapping[str, Any]) -> list[float]:
         """Minus the CV score (accuracy or R^2) of each of the 5 folds of the training split."""
@@ -249,7 +260,7 @@ class MLTask:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             scores = cross_val_score(
-                est, X_tr, y_tr, cv=self._folds(), scoring=self.scoring, error_score="raise"
+                est, X_tr, y_tr, cv=self.folds(), scoring=self.scoring, error_score="raise"
             )
         return [-float(s) for s in scores]
 
