@@ -302,16 +302,15 @@ class ObjectiveEvaluator:
         ship: bool,
         scheduler: CurveScheduler | None = None,
         direction: str = "minimize",
-        curves: Callable[[int], Sequence[LearningCurve]] | None = None,
+        board: CurveBoard | None = None,
     ) -> None:
         self.style = _call_style(objective, space is not None)
         self.space_json = _dims_json(space)
         self.objective: Any = Shipment(objective) if ship else objective
         self.scheduler = scheduler
         self.direction = direction
-        self.curves = curves  # number -> the other trials' curves, taken at dispatch
-        # with a scheduler, the run's curves, read live by the running trials
-        self.board: CurveBoard | None = None
+        # with a scheduler, the run's learning curves, read by the running trials
+        self.board = board
 
     def make_task(self, trial: FrozenTrial, index: int, seed: int) -> Callable[[], TaskResult]:
         proposal = dict(trial.params) or dict(trial.system_attrs.get("proposal", {}))
@@ -324,10 +323,6 @@ class ObjectiveEvaluator:
             task.board = self.board.key
             task.board_version, others = self.board.snapshot(trial.number)
             task.others = tuple(others)
-        elif self.scheduler is not None and self.curves is not None:
-            task.scheduler = self.scheduler
-            task.direction = self.direction
-            task.others = tuple(self.curves(trial.number))
         return task
 
     def finished(self, trial: FrozenTrial) -> None:
@@ -974,13 +969,12 @@ class Study:
             )
         sched = make_curve_scheduler(scheduler, "Study.optimize")
         ship = executor is not None or n_jobs > 1
-        evaluator = ObjectiveEvaluator(
-            objective, self.space, ship, sched, self.direction, self._curves
-        )
+        board = None
         if sched is not None:
             from twiddle._board import CurveBoard
 
-            evaluator.board = CurveBoard(self._curves(-1))
+            board = CurveBoard(self._curves(-1))
+        evaluator = ObjectiveEvaluator(objective, self.space, ship, sched, self.direction, board)
         try:
             self._run(
                 evaluator,
@@ -991,8 +985,8 @@ class Study:
                 callbacks=callbacks,
             )
         finally:
-            if evaluator.board is not None:
-                evaluator.board.close()
+            if board is not None:
+                board.close()
 
     def _curves(self, number: int) -> list[LearningCurve]:
         """The learning curves of the trials other than ``number`` that reported one."""
