@@ -524,9 +524,22 @@ def test_racing_from_the_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert sum(t.n_folds_done for t in trials) <= 12 * 10
 
 
-def test_racing_with_evidence_is_refused(
+def test_halving_over_folds_from_the_spec(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    text = TINY.replace("n_trials = 4", 'n_trials = 4\nscheduler = "halving"')
+    text = TINY.replace("n_trials = 4", 'n_trials = 12\nscheduler = "halving"')
+    text = text.replace("folds = 3", "folds = 5\nshuffle = true")
     code, _, err = run(capsys, "run", str(write(tmp_path, text)), "--no-progress")
-    assert code == 2 and "scheduler" in err
+    assert code == 0, err
+    trials = stored(tmp_path / "tiny.db")
+    pruned = [t for t in trials if t.state is TrialState.PRUNED]
+    assert pruned and all(t.system_attrs["schedule"]["rule"] == "SuccessiveHalving" for t in pruned)
+    assert sum(t.n_folds_done for t in trials) < 12 * 5
+
+
+def test_an_unknown_scheduler_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = TINY.replace("n_trials = 4", 'n_trials = 4\nscheduler = "asha"')
+    code, _, err = run(capsys, "run", str(write(tmp_path, text)), "--no-progress")
+    assert code == 2 and "scheduler" in err and "halving" in err

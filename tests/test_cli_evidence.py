@@ -121,3 +121,10 @@ def test_an_estimator_without_evidence_fails_its_trials(tmp_path, capsys):
     code, _, err = run(capsys, "run", str(spec), "--no-progress")
     assert code == 1
     assert "log_evidence_" in err
+
+
+def test_a_fold_scheduler_with_evidence_is_refused(tmp_path, capsys):
+    text = SPEC.replace('method = "evidence"', 'method = "evidence"\nscheduler = "halving"')
+    code, _, err = run(capsys, "run", str(write(tmp_path, text)), "--no-progress")
+    assert code == 2
+    assert "scheduler = 'halving' stops configurations between folds" in err

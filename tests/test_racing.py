@@ -379,4 +379,4 @@ def test_tune_with_racing_on_two_workers(data: Any) -> None:
 def test_tune_rejects_an_unknown_scheduler(data: Any) -> None:
     X, y = data
     with pytest.raises(InvalidParameterError, match=r"'scheduler' parameter of twiddle\.tune"):
-        twiddle.tune(_estimator(), SPACE, X, y, scheduler="median", n_trials=2)
+        twiddle.tune(_estimator(), SPACE, X, y, scheduler="asha", n_trials=2)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from twiddle._errors import InvalidParameterError
-from twiddle._schedulers import make_scheduler
+from twiddle._schedulers import CurveScheduler, LearningCurve, fold_curve, make_scheduler
 from twiddle._space import Space
 from twiddle._tasks import Shipment, TaskResult, format_exception, worker_id
 from twiddle._trial import FrozenTrial, TrialState, fold_matrix
@@ -243,11 +243,16 @@ def _summary(scores: np.ndarray) -> tuple[float, float, float]:
 class CVEvaluator:
     """Turns a trial into k fold tasks and their scores into the trial's record.
 
-    With a ``scheduler`` (a :class:`~twiddle.FoldRacing`), :meth:`decide` may stop a
-    trial after some of its folds; scores are "higher is better" unless
-    ``maximize=False``. ``history`` holds the fold scores of the COMPLETE trials
-    (those of a resumed study are passed in; :meth:`combine` adds each new one), from
-    which the scheduler fits its variance prior.
+    With a ``scheduler``, :meth:`decide` may stop a trial after some of its folds;
+    scores are "higher is better" unless ``maximize=False``. A
+    :class:`~twiddle.FoldRacing` compares the trial with the incumbent; ``history``
+    holds the fold scores of the COMPLETE trials (those of a resumed study are
+    passed in; :meth:`combine` adds each new one), from which it fits its variance
+    prior. A learning-curve scheduler (:class:`~twiddle.SuccessiveHalving`,
+    :class:`~twiddle.MedianStopping`, :class:`~twiddle.Hyperband`) compares the
+    trial's fold curve (:func:`~twiddle._schedulers.fold_curve`) with those of the
+    other trials, finished (``others``: number -> (state, fold scores), a resumed
+    study's passed in) and running.
     """
 
     def __init__(
@@ -257,6 +262,7 @@ class CVEvaluator:
         scheduler: Any = None,
         maximize: bool = True,
         history: Sequence[Sequence[float | None]] = (),
+        others: Mapping[int, tuple[TrialState, Sequence[float | None]]] | None = None,
     ) -> None:
         self.ctx = ctx
         self.n_tasks = len(ctx.splits)
@@ -264,6 +270,11 @@ class CVEvaluator:
         self.scheduler = scheduler
         self.maximize = maximize
         self.history: list[Sequence[float | None]] = [tuple(h) for h in history]
+        # every trial's fold scores so far, by number, for learning-curve schedulers
+        self.others: dict[int, tuple[TrialState, tuple[float | None, ...]]] = {
+            n: (state, tuple(scores)) for n, (state, scores) in (others or {}).items()
+        }
+        self._went_on_at: dict[int, Any] = {}  # number -> decision point of the last "go on"
 
     def make_task(self, trial: FrozenTrial, index: int, seed: int) -> FoldTask:
         return FoldTask(self.context, dict(trial.params), index)
@@ -271,9 +282,9 @@ class CVEvaluator:
     def partial(self, trial: FrozenTrial, results: Sequence[TaskResult | None]) -> dict[str, Any]:
         """Store fold scores as they arrive (a crash keeps what was done)."""
         m = self.ctx.metric
-        return {
-            "fold_scores": tuple(None if r is None else r.scores.get(m, math.nan) for r in results)
-        }
+        scores = tuple(None if r is None else r.scores.get(m, math.nan) for r in results)
+        self.others[trial.number] = (TrialState.RUNNING, scores)
+        return {"fold_scores": scores}
 
     def decide(
         self,
@@ -287,25 +298,72 @@ class CVEvaluator:
         keeps the scores of its done folds (None for the others), its value is their
         mean, and ``system_attrs["racing"]`` holds the scheduler's decision.
         """
-        if self.scheduler is None or incumbent is None or incumbent.number == trial.number:
+        if self.scheduler is None:
             return None
         if any(r is not None and r.state is TrialState.FAIL for r in results):
             return None
         m = self.ctx.metric
         scores = [None if r is None else r.scores.get(m, math.nan) for r in results]
+        if isinstance(self.scheduler, CurveScheduler):
+            return self._decide_by_curve(trial, results, scores)
+        if incumbent is None or incumbent.number == trial.number:
+            return None
         decision = self.scheduler.decide(
             scores, incumbent.fold_scores, maximize=self.maximize, history=self.history
         )
         if not decision["stop"]:
             return None
-        fields = self.combine(trial, results)
-        fields.pop("reraise", None)
         racing = {k: v for k, v in decision.items() if k not in ("stop", "reason")}
         racing["incumbent"] = incumbent.number
+        return self._stopped(trial, results, decision["mean"], "racing", racing)
+
+    def _decide_by_curve(
+        self,
+        trial: FrozenTrial,
+        results: Sequence[TaskResult | None],
+        scores: Sequence[float | None],
+    ) -> dict[str, Any] | None:
+        """A learning-curve scheduler's decision on the trial's fold curve."""
+        sched: CurveScheduler = self.scheduler
+        number = trial.number
+        curve = fold_curve(scores)
+        point = sched.decision_point(curve, number=number)
+        if not curve or (point is not None and point == self._went_on_at.get(number)):
+            return None  # no new fold in order, or the decision to go on stands
+        others = [
+            LearningCurve(fold_curve(s), state, n)
+            for n, (state, s) in self.others.items()
+            if n != number and s
+        ]
+        direction = "maximize" if self.maximize else "minimize"
+        decision = sched.decide(curve, others, direction, number=number)
+        if not decision["stop"]:
+            self._went_on_at[number] = point
+            return None
+        info = {k: v for k, v in decision.items() if k != "stop"}
+        info["rule"] = type(sched).__name__
+        done = [s for s in scores if s is not None and math.isfinite(s)]
+        fields = self._stopped(trial, results, float(np.mean(done)), "schedule", info)
+        fields["intermediate"] = curve
+        return fields
+
+    def _stopped(
+        self,
+        trial: FrozenTrial,
+        results: Sequence[TaskResult | None],
+        value: float,
+        key: str,
+        decision: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The fields of a trial stopped after the folds in ``results``."""
+        fields = self.combine(trial, results)
+        fields.pop("reraise", None)
         fields["state"] = TrialState.PRUNED
-        fields["value"] = decision["mean"]
+        fields["value"] = value
         fields["fail_reason"] = None
-        fields["system_attrs"] = {**fields["system_attrs"], "racing": racing}
+        fields["system_attrs"] = {**fields["system_attrs"], key: decision}
+        self.others[trial.number] = (TrialState.PRUNED, fields["fold_scores"])
+        self._went_on_at.pop(trial.number, None)
         return fields
 
     def combine(self, trial: FrozenTrial, results: Sequence[TaskResult | None]) -> dict[str, Any]:
@@ -354,9 +412,15 @@ class CVEvaluator:
             fields["state"] = TrialState.COMPLETE
             fields["value"] = mean
             self.history.append(fold_scores)
+            self.others[trial.number] = (TrialState.COMPLETE, fold_scores)
+            if isinstance(self.scheduler, CurveScheduler):
+                fields["intermediate"] = fold_curve(fold_scores)
+            self._went_on_at.pop(trial.number, None)
             if errors:
                 attrs["fold_errors"] = errors
                 fields["fail_reason"] = None
+        if fields["state"] is TrialState.FAIL:
+            self.others.pop(trial.number, None)
         fields["system_attrs"] = attrs
         return fields
 
@@ -595,12 +659,17 @@ def tune(
         the same name in the same storage resumes the study.
     refit : bool, default True
         Refit the best configuration on all the data (``best_estimator_``).
-    scheduler : None, "racing" or FoldRacing, default None
-        Stop configurations early. ``"racing"`` is ``FoldRacing()``: after each fold
-        (from the first, once three other trials are complete), a configuration
-        confidently worse than the best complete one on the same folds is stopped and
-        recorded as PRUNED with the folds it reached (see :class:`~twiddle.FoldRacing`).
-        None runs every fold of every trial.
+    scheduler : None, "racing", "halving", "median" or a scheduler, default None
+        Stop configurations early; a stopped one is recorded as PRUNED with the folds
+        it reached. ``"racing"`` is ``FoldRacing()``: after each fold (from the first,
+        once three other trials are complete), a configuration confidently worse than
+        the best complete one on the same folds is stopped, at a stated false-stop
+        rate (see :class:`~twiddle.FoldRacing`). ``"halving"`` and ``"median"``
+        (``SuccessiveHalving()``, ``MedianStopping()``, or such an object, or a
+        ``Hyperband``) use folds as the resource: a trial's value after m folds is
+        its mean over the first m, compared with the other trials' at m (rank-based,
+        with no error rate; racing is the cautious choice). None runs every fold of
+        every trial.
 
     Returns
     -------
@@ -620,7 +689,7 @@ def tune(
     from twiddle._study import Study  # the study module imports this one
 
     where = "twiddle.tune"
-    racing = make_scheduler(scheduler, where)
+    schedule = make_scheduler(scheduler, where)
     if not isinstance(space, Space):
         raise InvalidParameterError(
             f"The 'space' parameter of {where} must be a twiddle.Space. Got {space!r} instead."
@@ -656,8 +725,13 @@ def tune(
     ship = executor is not None or n_jobs > 1
     ctx = CVContext(estimator, X, y, splits, scorers, metric, error_score, space)
     history = [t.fold_scores for t in study.trials if t.state is TrialState.COMPLETE]
+    others = {
+        t.number: (t.state, t.fold_scores)
+        for t in study.trials
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.fold_scores
+    }
     study._run(
-        CVEvaluator(ctx, ship, scheduler=racing, history=history),
+        CVEvaluator(ctx, ship, scheduler=schedule, history=history, others=others),
         n_trials=n_trials,
         timeout=timeout,
         n_jobs=n_jobs,

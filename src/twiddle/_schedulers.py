@@ -230,6 +230,7 @@ __all__ = [
     "LearningCurve",
     "MedianStopping",
     "SuccessiveHalving",
+    "fold_curve",
     "make_curve_scheduler",
     "make_scheduler",
 ]
@@ -502,16 +503,47 @@ def _t_sf(t: float, df: float) -> float:
     return float(stdtr(df, -t))
 
 
-def make_scheduler(scheduler: Any, where: str) -> FoldRacing | None:
-    """A scheduler object from None, ``"racing"`` or a :class:`FoldRacing`."""
-    if scheduler is None or isinstance(scheduler, FoldRacing):
+def make_scheduler(scheduler: Any, where: str) -> FoldRacing | CurveScheduler | None:
+    """The scheduler of a cross-validated search from None, a name or an object.
+
+    ``"racing"`` is ``FoldRacing()``; ``"halving"`` and ``"median"`` are
+    ``SuccessiveHalving()`` and ``MedianStopping()`` over folds (see
+    :func:`fold_curve`); a :class:`FoldRacing` or a learning-curve scheduler object
+    is used as given.
+    """
+    if scheduler is None or isinstance(scheduler, (FoldRacing, CurveScheduler)):
         return scheduler
     if isinstance(scheduler, str) and scheduler == "racing":
         return FoldRacing()
+    if isinstance(scheduler, str) and scheduler in ("halving", "median"):
+        return make_curve_scheduler(scheduler, where)
+    hint = ""
+    if scheduler == "hyperband":
+        hint = " Hyperband needs its max_resource: pass twiddle.Hyperband(max_resource=n_folds)."
     raise InvalidParameterError(
-        f"The 'scheduler' parameter of {where} must be None, 'racing' or a twiddle.FoldRacing. "
-        f"Got {scheduler!r} instead."
+        f"The 'scheduler' parameter of {where} must be None, 'racing', 'halving', 'median', "
+        "a twiddle.FoldRacing or a learning-curve scheduler (MedianStopping, "
+        f"SuccessiveHalving, Hyperband). Got {scheduler!r} instead.{hint}"
     )
+
+
+def fold_curve(scores: Sequence[float | None]) -> dict[int, float]:
+    """A cross-validated trial's learning curve over folds: step m -> mean of folds 1..m.
+
+    Learning-curve schedulers stop cross-validated trials with folds as the resource:
+    the value at step m is the mean score of the first m folds, defined while those
+    are all done and finite (folds that finish out of order wait for the ones before
+    them). Every trial is scored on the same folds, so the values at a step compare
+    like with like.
+    """
+    out: dict[int, float] = {}
+    total = 0.0
+    for m, score in enumerate(scores, start=1):
+        if score is None or not math.isfinite(score):
+            break
+        total += float(score)
+        out[m] = total / m
+    return out
 
 
 # ----------------------------------------------------------------------------------

@@ -17,8 +17,8 @@ Layout of a spec (only ``[data]``, ``[estimator]`` and ``[space.*]`` are require
                      choices, when
     [derived.NAME]   type = "repeat", value, times
     [cv]             folds, shuffle, groups, scoring, metric, error_score
-    [run]            method ("cv" | "evidence"), scheduler ("racing"), n_trials, timeout,
-                     n_jobs
+    [run]            method ("cv" | "evidence"), scheduler ("racing" | "halving" |
+                     "median"), n_trials, timeout, n_jobs
 
 Rules
 -----
@@ -298,9 +298,11 @@ class RunSpec:
         Worker processes (1 runs trials in this process).
     method : {"cv", "evidence"}
         Score configurations by cross-validation, or by the log evidence of one fit.
-    scheduler : {"racing"} or None
-        Fold racing: stop a configuration after a fold once it is confidently worse
-        than the best so far on the same folds (method "cv" only).
+    scheduler : {"racing", "halving", "median"} or None
+        Stop configurations between folds (method "cv" only): fold racing (once
+        confidently worse than the best so far on the same folds), or successive
+        halving or the median rule with folds as the resource (see
+        :func:`twiddle.tune`).
     """
 
     path: Path
@@ -631,10 +633,10 @@ class _Reader:
                 "one fit on all the data, so the [cv] table would be ignored; remove it, or "
                 "set method = 'cv'."
             )
-        scheduler = self.string(run, "scheduler", "[run]", ("racing",))
+        scheduler = self.string(run, "scheduler", "[run]", ("racing", "halving", "median"))
         if scheduler is not None and method == "evidence":
             raise self.err(
-                "[run] scheduler = 'racing' stops configurations between folds, and "
+                f"[run] scheduler = {scheduler!r} stops configurations between folds, and "
                 "method = 'evidence' has no folds; remove one of them."
             )
         n_trials = self.integer(run, "n_trials", "[run]", 1)

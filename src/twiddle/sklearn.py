@@ -156,10 +156,14 @@ class TuneSearchCV(MetaEstimatorMixin, BaseEstimator):
         Number of configurations to try (a finite grid stops earlier when exhausted).
     sampler : str or twiddle.Sampler, default "auto"
         As in :class:`twiddle.Study` ("auto", "gp", "tpe", "sobol", "random", "grid").
-    scheduler : None, "racing" or twiddle.FoldRacing, default None
-        Stops configurations early, as in :func:`twiddle.tune` (where that version of
-        twiddle has schedulers; otherwise only None is accepted). Stopped trials are rows
-        with ``state`` "PRUNED", a NaN mean and NaN for the folds they did not reach.
+    scheduler : None, "racing", "halving", "median" or a scheduler object, default None
+        Stops configurations early, as in :func:`twiddle.tune`: ``"racing"`` by a paired
+        test against the incumbent at a stated false-stop rate (``twiddle.FoldRacing``),
+        ``"halving"`` and ``"median"`` by rank with folds as the resource
+        (``twiddle.SuccessiveHalving``, ``twiddle.MedianStopping``; ``twiddle.Hyperband``
+        as an object). Where that version of twiddle has no schedulers only None is
+        accepted. Stopped trials are rows with ``state`` "PRUNED", a NaN mean and NaN for
+        the folds they did not reach.
     n_jobs : int or None, default 1
         Worker processes; None means 1, -1 means one per CPU.
     refit : bool, default True
