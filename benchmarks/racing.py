@@ -25,6 +25,11 @@ Usage::
 
     python benchmarks/racing.py --seeds 2       # the recorded run (about 10 min)
     python benchmarks/racing.py --quick         # two tasks, a smoke test
+    python benchmarks/racing.py --scheduler halving  # successive halving over folds
+
+``--scheduler halving`` (or ``median``) measures ``scheduler="halving"``
+(``"median"``) instead, which uses folds as the resource; its results go to
+``folds-halving.json`` and ``.md``.
 
 Results go to ``benchmarks/results/racing.json`` and ``racing.md`` (``--out-dir``).
 """
@@ -106,13 +111,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--min-folds", type=int, default=1)
+    parser.add_argument(
+        "--scheduler",
+        choices=("racing", "halving", "median"),
+        default="racing",
+        help="racing (FoldRacing with --alpha, --min-folds), or halving / median over folds",
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
     tasks = args.tasks or list(QUICK_TASKS if args.quick else DEFAULT_TASKS)
     if args.quick:
         args.trials = min(args.trials, 15)
-    scheduler = twiddle.FoldRacing(alpha=args.alpha, min_folds=args.min_folds)
+    scheduler: Any = args.scheduler
+    if args.scheduler == "racing":
+        scheduler = twiddle.FoldRacing(alpha=args.alpha, min_folds=args.min_folds)
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
     for name in tasks:
@@ -146,13 +159,16 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/racing.py " + " ".join(argv or sys.argv[1:]),
         "python": platform.python_version(),
         "twiddle": twiddle.__version__,
-        "scheduler": repr(scheduler),
+        "kind": args.scheduler,
+        "scheduler": repr(scheduler) if args.scheduler == "racing" else f"{scheduler!r} over folds",
         "seconds": time.perf_counter() - started,
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
     out = {"meta": meta, "summary": summary, "runs": rows}
     default = args.alpha == 0.05 and args.min_folds == 1
     stem = "racing" if default else f"racing-alpha{args.alpha}-min{args.min_folds}"
+    if args.scheduler != "racing":
+        stem = f"folds-{args.scheduler}"
     (args.out_dir / f"{stem}.json").write_text(json.dumps(out, indent=1, default=str) + "\n")
     (args.out_dir / f"{stem}.md").write_text(_markdown(meta, summary, rows))
     print(json.dumps(summary, indent=1))
@@ -186,14 +202,16 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _markdown(meta: dict[str, Any], summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    kind = meta.get("kind", "racing")
+    title = "Fold racing" if kind == "racing" else f"Fold {kind} (folds as the resource)"
     lines = [
-        "# Fold racing benchmark",
+        f"# {title} benchmark",
         "",
         f"Run {meta['date']} with `{meta['command'].strip()}`; {meta['scheduler']}; "
         f"Python {meta['python']}; {meta['seconds']:.0f} s in all.",
         "",
         "Same tasks, folds, sampler, seed and number of trials with and without "
-        '`scheduler="racing"`. *Saved* is the fraction of fold fits racing avoided '
+        f'`scheduler="{kind}"`. *Saved* is the fraction of fold fits the scheduler avoided '
         "(target >= 40 %); *held-out* is the score on the 20 % test split of the "
         "configuration each run chose (target: equal). See `benchmarks/racing.py`.",
         "",
@@ -211,7 +229,7 @@ def _markdown(meta: dict[str, Any], summary: dict[str, Any], rows: list[dict[str
             f"{s['holdout_worse']} / {s['holdout_better']} | "
             f"{s['time_ratio']:.2f} |"
         )
-    lines += [
+    reading = [
         "",
         "Reading the figures: racing can only save fits where some configurations are "
         "confidently worse than the incumbent; a stop after the first fold saves K - 1 of "
@@ -222,6 +240,9 @@ def _markdown(meta: dict[str, Any], summary: dict[str, Any], rows: list[dict[str
         "configurations, and the same choice in every run means racing never stopped "
         "the eventual best. With TPE the runs diverge after the first stop, so a "
         "different choice there is a different search path, not a false stop.",
+    ]
+    lines += reading if kind == "racing" else []
+    lines += [
         "",
         "## Runs",
         "",
