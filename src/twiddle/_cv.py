@@ -296,7 +296,9 @@ class CVEvaluator:
 
         Folds that failed hard leave the decision to :meth:`combine`. A stopped trial
         keeps the scores of its done folds (None for the others), its value is their
-        mean, and ``system_attrs["racing"]`` holds the scheduler's decision.
+        mean, and ``system_attrs["racing"]`` (fold racing) or ``system_attrs["schedule"]``
+        (a learning-curve scheduler, whose trials also record their fold curve as
+        ``intermediate``) holds the scheduler's decision.
         """
         if self.scheduler is None:
             return None
