@@ -143,6 +143,14 @@ trial of a plain objective that reports a learning curve with
 ``trial.report(value, step)`` and asks ``trial.should_prune()``; pass one to
 ``Study.optimize(objective, scheduler=...)``. They work with any sampler.
 
+They also stop cross-validated trials (``twiddle.tune``, ``TuneSearchCV``, the spec's
+``[run] scheduler``) with folds as the resource: the value of a trial at step m is
+its mean score over folds 1..m (:func:`fold_curve`), compared with the other trials'
+at m, finished and running (the driver decides after each fold, so it knows them
+all). Unlike :class:`FoldRacing` they rank rather than test, so they promise no
+false-stop rate: ``SuccessiveHalving()`` keeps the best third of the trials at folds
+1 and 3, whether or not the others are worse by more than fold noise.
+
 Notation
 ~~~~~~~~
 s
