@@ -60,6 +60,23 @@ def _expected_folds(qualities: list[float], rungs: tuple[int, ...], eta: int, k:
     return out
 
 
+def _tune(scheduler: Any, n_trials: int, seed: int, **kwargs: Any) -> Any:
+    """``twiddle.tune`` of the Quality estimator with the random sampler, no refit."""
+    return twiddle.tune(
+        Quality(),
+        SPACE,
+        X,
+        Y,
+        cv=FOLDS,
+        n_trials=n_trials,
+        sampler="random",
+        seed=seed,
+        refit=False,
+        scheduler=scheduler,
+        **kwargs,
+    )
+
+
 def test_fold_curve_is_the_running_mean_of_the_folds_done_in_order() -> None:
     assert fold_curve([0.5, 0.7, None, 0.9]) == {1: 0.5, 2: pytest.approx(0.6)}
     assert fold_curve([None, 0.7]) == {}
@@ -68,18 +85,8 @@ def test_fold_curve_is_the_running_mean_of_the_folds_done_in_order() -> None:
 
 
 def test_tune_with_successive_halving_over_folds_follows_the_rule() -> None:
-    res = twiddle.tune(
-        Quality(),
-        SPACE,
-        X,
-        Y,
-        cv=FOLDS,
-        n_trials=25,
-        sampler="random",
-        seed=0,
-        refit=False,
-        scheduler=twiddle.SuccessiveHalving(min_resource=1, reduction_factor=2, max_resource=5),
-    )
+    asha = twiddle.SuccessiveHalving(min_resource=1, reduction_factor=2, max_resource=5)
+    res = _tune(asha, n_trials=25, seed=0)
     trials = res.study_.trials
     qualities = [t.params["quality"] for t in trials]
     expected = _expected_folds(qualities, (1, 2, 4), 2, 5)
@@ -102,11 +109,9 @@ def test_tune_with_successive_halving_over_folds_follows_the_rule() -> None:
 
 def test_a_resumed_study_keeps_comparing_with_its_earlier_trials(tmp_path: Any) -> None:
     url = f"sqlite:///{tmp_path / 'folds.db'}"
-    sched = twiddle.SuccessiveHalving(min_resource=1, reduction_factor=2, max_resource=5)
-    common: dict[str, Any] = dict(cv=FOLDS, sampler="random", seed=0, refit=False)
-    common.update(scheduler=sched, storage=url, study_name="s")
-    twiddle.tune(Quality(), SPACE, X, Y, n_trials=10, **common)
-    res = twiddle.tune(Quality(), SPACE, X, Y, n_trials=10, **common)
+    asha = twiddle.SuccessiveHalving(min_resource=1, reduction_factor=2, max_resource=5)
+    _tune(asha, n_trials=10, seed=0, storage=url, study_name="s")
+    res = _tune(asha, n_trials=10, seed=0, storage=url, study_name="s")
     trials = res.study_.trials
     expected = _expected_folds([t.params["quality"] for t in trials], (1, 2, 4), 2, 5)
     assert [t.n_folds_done for t in trials] == expected
@@ -114,18 +119,7 @@ def test_a_resumed_study_keeps_comparing_with_its_earlier_trials(tmp_path: Any) 
 
 def test_median_rule_and_hyperband_over_folds() -> None:
     for scheduler in ("median", twiddle.Hyperband(min_resource=1, max_resource=5)):
-        res = twiddle.tune(
-            Quality(),
-            SPACE,
-            X,
-            Y,
-            cv=FOLDS,
-            n_trials=20,
-            sampler="random",
-            seed=1,
-            refit=False,
-            scheduler=scheduler,
-        )
+        res = _tune(scheduler, n_trials=20, seed=1)
         trials = res.study_.trials
         assert any(t.state is TrialState.PRUNED for t in trials)
         best = max(trials, key=lambda t: t.params["quality"])
@@ -135,19 +129,7 @@ def test_median_rule_and_hyperband_over_folds() -> None:
 
 @pytest.mark.slow
 def test_halving_over_folds_with_two_workers() -> None:
-    res = twiddle.tune(
-        Quality(),
-        SPACE,
-        X,
-        Y,
-        cv=FOLDS,
-        n_trials=20,
-        sampler="random",
-        seed=2,
-        refit=False,
-        n_jobs=2,
-        scheduler="halving",
-    )
+    res = _tune("halving", n_trials=20, seed=2, n_jobs=2)
     trials = res.study_.trials
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     assert sum(t.n_folds_done for t in trials) < 20 * 5
