@@ -550,6 +550,8 @@ def test_calls_in_the_driver_process_reach_the_handler_directly() -> None:
         assert InlineExecutor().submit(_ask_driver, key, 1).result()[:2] == (True, 2)
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             assert pool.submit(_ask_driver, key, 2).result(timeout=TIMEOUT)[:2] == (True, 3)
+        # a failing handler counts as not found here too
+        assert InlineExecutor().submit(_ask_driver, key, "x").result()[:2] == (False, None)
     finally:
         _execution.unregister_handler(key)
 

@@ -10,11 +10,12 @@ the comparisons it was designed to make (Li et al., 2020).
 :class:`CurveBoard`, kept by the driver, holds every curve of the run: the finished
 trials' final curves, put there by the driver loop, and the running trials' curves so
 far, sent by the trials themselves each time ``should_prune()`` needs a decision (for
-successive halving, when the trial reaches a rung). Each change gets a version number. :class:`BoardView`, on the task's side, starts from the
-snapshot and its version and, at each question, sends its own curve and receives only
-the curves changed since the version it holds, through
-:func:`twiddle._execution.call_driver`. Where the task cannot reach the driver (a Dask
-worker, a foreign process pool) the view keeps the snapshot it was given.
+successive halving, when the trial reaches a rung). Each change gets a version
+number. :class:`BoardView`, on the task's side, starts from the snapshot and its
+version and, at each question, sends its own curve and receives only the curves
+changed since the version it holds, through :func:`twiddle._execution.call_driver`.
+Where the task cannot reach the driver (a Dask worker, a foreign process pool) the
+view keeps the snapshot it was given.
 """
 
 from __future__ import annotations

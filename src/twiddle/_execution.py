@@ -179,7 +179,11 @@ def call_driver(key: str, request: Any) -> tuple[bool, Any]:
     """
     handler = _local_handler(key)
     if handler is not None:
-        return True, handler(request)
+        try:
+            return True, handler(request)
+        except Exception:
+            _logger.exception("A call from a task to the driver failed; it counts as not found.")
+            return False, None
     conn = _WORKER_CONN
     if conn is None:
         return False, None
