@@ -23,7 +23,13 @@ from typing import Any
 import numpy as np
 
 from twiddle._errors import InvalidParameterError
-from twiddle._schedulers import CurveScheduler, LearningCurve, fold_curve, make_scheduler
+from twiddle._schedulers import (
+    CurveScheduler,
+    LearningCurve,
+    StandingDecisions,
+    fold_curve,
+    make_scheduler,
+)
 from twiddle._space import Space
 from twiddle._tasks import Shipment, TaskResult, format_exception, worker_id
 from twiddle._trial import FrozenTrial, TrialState, fold_matrix
@@ -244,15 +250,15 @@ class CVEvaluator:
     """Turns a trial into k fold tasks and their scores into the trial's record.
 
     With a ``scheduler``, :meth:`decide` may stop a trial after some of its folds;
-    scores are "higher is better" unless ``maximize=False``. A
-    :class:`~twiddle.FoldRacing` compares the trial with the incumbent; ``history``
-    holds the fold scores of the COMPLETE trials (those of a resumed study are
-    passed in; :meth:`combine` adds each new one), from which it fits its variance
-    prior. A learning-curve scheduler (:class:`~twiddle.SuccessiveHalving`,
-    :class:`~twiddle.MedianStopping`, :class:`~twiddle.Hyperband`) compares the
-    trial's fold curve (:func:`~twiddle._schedulers.fold_curve`) with those of the
-    other trials, finished (``others``: number -> (state, fold scores), a resumed
-    study's passed in) and running.
+    scores are "higher is better" unless ``maximize=False``. ``others`` holds every
+    trial's fold scores by number, with its state: a resumed study's finished trials
+    are passed in, :meth:`partial` and :meth:`combine` keep it up to date. A
+    :class:`~twiddle.FoldRacing` compares the trial with the incumbent and fits its
+    variance prior to the COMPLETE trials' folds (:attr:`history`); a learning-curve
+    scheduler (:class:`~twiddle.SuccessiveHalving`, :class:`~twiddle.MedianStopping`,
+    :class:`~twiddle.Hyperband`) compares the trial's fold curve
+    (:func:`~twiddle._schedulers.fold_curve`) with those of all the other trials,
+    finished and running.
     """
 
     def __init__(
@@ -261,7 +267,6 @@ class CVEvaluator:
         ship: bool,
         scheduler: Any = None,
         maximize: bool = True,
-        history: Sequence[Sequence[float | None]] = (),
         others: Mapping[int, tuple[TrialState, Sequence[float | None]]] | None = None,
     ) -> None:
         self.ctx = ctx
@@ -269,12 +274,18 @@ class CVEvaluator:
         self.context: Any = Shipment(ctx) if ship else ctx
         self.scheduler = scheduler
         self.maximize = maximize
-        self.history: list[Sequence[float | None]] = [tuple(h) for h in history]
-        # every trial's fold scores so far, by number, for learning-curve schedulers
+        # every trial's fold scores so far, by number, with its state
         self.others: dict[int, tuple[TrialState, tuple[float | None, ...]]] = {
             n: (state, tuple(scores)) for n, (state, scores) in (others or {}).items()
         }
-        self._went_on_at: dict[int, Any] = {}  # number -> decision point of the last "go on"
+        self._decisions = (
+            StandingDecisions(scheduler) if isinstance(scheduler, CurveScheduler) else None
+        )
+
+    @property
+    def history(self) -> list[tuple[float | None, ...]]:
+        """The fold scores of the COMPLETE trials (fold racing's variance prior)."""
+        return [s for state, s in self.others.values() if state is TrialState.COMPLETE]
 
     def make_task(self, trial: FrozenTrial, index: int, seed: int) -> FoldTask:
         return FoldTask(self.context, dict(trial.params), index)
@@ -326,24 +337,25 @@ class CVEvaluator:
         scores: Sequence[float | None],
     ) -> dict[str, Any] | None:
         """A learning-curve scheduler's decision on the trial's fold curve."""
-        sched: CurveScheduler = self.scheduler
+        assert self._decisions is not None
         number = trial.number
         curve = fold_curve(scores)
-        point = sched.decision_point(curve, number=number)
-        if not curve or (point is not None and point == self._went_on_at.get(number)):
-            return None  # no new fold in order, or the decision to go on stands
-        others = [
-            LearningCurve(fold_curve(s), state, n)
-            for n, (state, s) in self.others.items()
-            if n != number and s
-        ]
+        if not curve:
+            return None  # the first fold has not come in yet
+
+        def others() -> list[LearningCurve]:
+            return [
+                LearningCurve(fold_curve(s), state, n)
+                for n, (state, s) in self.others.items()
+                if n != number and s
+            ]
+
         direction = "maximize" if self.maximize else "minimize"
-        decision = sched.decide(curve, others, direction, number=number)
-        if not decision["stop"]:
-            self._went_on_at[number] = point
+        decision = self._decisions.decide(curve, others, direction, number=number)
+        if decision is None or not decision["stop"]:
             return None
         info = {k: v for k, v in decision.items() if k != "stop"}
-        info["rule"] = type(sched).__name__
+        info["rule"] = type(self.scheduler).__name__
         done = [s for s in scores if s is not None and math.isfinite(s)]
         fields = self._stopped(trial, results, float(np.mean(done)), "schedule", info)
         fields["intermediate"] = curve
@@ -365,7 +377,6 @@ class CVEvaluator:
         fields["fail_reason"] = None
         fields["system_attrs"] = {**fields["system_attrs"], key: decision}
         self.others[trial.number] = (TrialState.PRUNED, fields["fold_scores"])
-        self._went_on_at.pop(trial.number, None)
         return fields
 
     def combine(self, trial: FrozenTrial, results: Sequence[TaskResult | None]) -> dict[str, Any]:
@@ -413,11 +424,10 @@ class CVEvaluator:
         else:
             fields["state"] = TrialState.COMPLETE
             fields["value"] = mean
-            self.history.append(fold_scores)
             self.others[trial.number] = (TrialState.COMPLETE, fold_scores)
-            if isinstance(self.scheduler, CurveScheduler):
+            if self._decisions is not None:
                 fields["intermediate"] = fold_curve(fold_scores)
-            self._went_on_at.pop(trial.number, None)
+                self._decisions.forget(trial.number)
             if errors:
                 attrs["fold_errors"] = errors
                 fields["fail_reason"] = None
@@ -726,14 +736,13 @@ def tune(
         )
     ship = executor is not None or n_jobs > 1
     ctx = CVContext(estimator, X, y, splits, scorers, metric, error_score, space)
-    history = [t.fold_scores for t in study.trials if t.state is TrialState.COMPLETE]
     others = {
         t.number: (t.state, t.fold_scores)
         for t in study.trials
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.fold_scores
     }
     study._run(
-        CVEvaluator(ctx, ship, scheduler=schedule, history=history, others=others),
+        CVEvaluator(ctx, ship, scheduler=schedule, others=others),
         n_trials=n_trials,
         timeout=timeout,
         n_jobs=n_jobs,

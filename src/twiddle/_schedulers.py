@@ -222,7 +222,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -237,6 +237,7 @@ __all__ = [
     "Hyperband",
     "LearningCurve",
     "MedianStopping",
+    "StandingDecisions",
     "SuccessiveHalving",
     "fold_curve",
     "make_curve_scheduler",
@@ -1048,6 +1049,50 @@ class Hyperband(CurveScheduler):
         out = self.brackets[b]._decide(sign, steps, curve, mine)
         out["bracket"] = b
         return out
+
+
+class StandingDecisions:
+    """A learning-curve scheduler's decisions, each "go on" standing until the next point.
+
+    ``decide`` asks the scheduler only when a trial's curve has reached a new
+    :meth:`CurveScheduler.decision_point` (or when the scheduler has none), and
+    remembers where each trial was last let go on; ``Trial.should_prune()`` and the
+    cross-validated search both decide through it.
+    """
+
+    def __init__(self, scheduler: CurveScheduler) -> None:
+        self.scheduler = scheduler
+        self._went_on_at: dict[int | None, Any] = {}
+
+    def decide(
+        self,
+        curve: Mapping[int, float],
+        others: Callable[[], Sequence[LearningCurve | Mapping[int, float]]],
+        direction: str,
+        *,
+        number: int | None = None,
+    ) -> dict[str, Any] | None:
+        """The scheduler's decision now, or None while an earlier "go on" stands.
+
+        ``others`` is called only when a decision is due (it may be costly: a running
+        trial asks the driver for the other trials' curves).
+        """
+        point = self.scheduler.decision_point(curve, number=number)
+        if point is not None and self._went_on_at.get(number, _NO_POINT) == point:
+            return None
+        decision = self.scheduler.decide(curve, others(), direction, number=number)
+        if decision["stop"]:
+            self._went_on_at.pop(number, None)
+        else:
+            self._went_on_at[number] = point
+        return decision
+
+    def forget(self, number: int | None) -> None:
+        """Drop what is remembered of trial ``number`` (it has finished)."""
+        self._went_on_at.pop(number, None)
+
+
+_NO_POINT = object()
 
 
 def make_curve_scheduler(scheduler: Any, where: str) -> CurveScheduler | None:

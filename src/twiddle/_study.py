@@ -28,7 +28,12 @@ from twiddle._errors import (
     WorkerCrashedError,
 )
 from twiddle._samplers import GridSampler, History, Sampler, make_sampler
-from twiddle._schedulers import CurveScheduler, LearningCurve, make_curve_scheduler
+from twiddle._schedulers import (
+    CurveScheduler,
+    LearningCurve,
+    StandingDecisions,
+    make_curve_scheduler,
+)
 from twiddle._space import Categorical, Config, Dimension, Float, Int, Space, dimension_from_json
 from twiddle._storage import Storage, get_storage
 from twiddle._tasks import ObjectiveTask, Shipment, TaskResult, check_value, format_exception
@@ -123,7 +128,7 @@ class Trial:
         # an ask()-driven trial reads the study's curves when it asks, not a snapshot
         self._live_curves: Callable[[], Sequence[LearningCurve]] | None = None
         self._direction = "minimize"
-        self._went_on_at: Any = None  # the scheduler's decision point of the last "go on"
+        self._decisions: StandingDecisions | None = None  # where a "go on" was decided
 
     @classmethod
     def _for_task(
@@ -223,15 +228,16 @@ class Trial:
         """
         if self._scheduler is None:
             return False
-        point = self._scheduler.decision_point(self._intermediate, number=self.number)
-        if point is not None and point == self._went_on_at:
-            return False  # the decision to go on made at this point stands
-        others = self._live_curves() if self._live_curves is not None else self._others
-        stop = self._scheduler.should_stop(
-            self._intermediate, others, self._direction, number=self.number
+        if self._decisions is None or self._decisions.scheduler is not self._scheduler:
+            self._decisions = StandingDecisions(self._scheduler)
+        live = self._live_curves
+        decision = self._decisions.decide(
+            self._intermediate,
+            live if live is not None else lambda: self._others,
+            self._direction,
+            number=self.number,
         )
-        self._went_on_at = None if stop else point
-        return stop
+        return decision is not None and bool(decision["stop"])
 
     def set_user_attr(self, key: str, value: Any) -> None:
         """Attach a JSON-serialisable annotation to the trial."""
