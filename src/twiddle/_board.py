@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from twiddle._execution import call_driver, register_handler, unregister_handler
 from twiddle._schedulers import LearningCurve
@@ -102,16 +101,15 @@ class BoardView:
     version : int
         The board's version when ``others`` was taken.
     others : sequence of LearningCurve
-        The snapshot of the other trials' curves taken at dispatch.
+        The snapshot of the other trials' curves taken at dispatch (from
+        :meth:`CurveBoard.snapshot`, so each carries its trial's number).
     """
 
     def __init__(
         self, key: str, number: int, version: int, others: Sequence[LearningCurve]
     ) -> None:
         self.key, self.number, self.version = key, number, version
-        self._curves: dict[Any, LearningCurve] = {
-            (c.number if c.number is not None else ("snapshot", i)): c for i, c in enumerate(others)
-        }
+        self._curves: dict[int | None, LearningCurve] = {c.number: c for c in others}
         self.live = True  # False once the driver could not be reached
 
     def others(self, values: Mapping[int, float]) -> list[LearningCurve]:
