@@ -112,12 +112,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--min-folds", type=int, default=1)
     parser.add_argument(
+        "--levels",
+        choices=("calibrated", "bonferroni"),
+        default="calibrated",
+        help="FoldRacing's levels (default: calibrated, the default of FoldRacing)",
+    )
+    parser.add_argument(
+        "--plain-from",
+        type=Path,
+        default=None,
+        help="take the runs without a scheduler from this results file where it has the "
+        "same task, K, sampler, seed and trials (they do not depend on the scheduler), "
+        "and run only the scheduled ones there",
+    )
+    parser.add_argument(
         "--scheduler",
         choices=("racing", "halving", "median"),
         default="racing",
         help="racing (FoldRacing with --alpha, --min-folds), or halving / median over folds",
     )
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="add these runs to the results file of --out-dir (same scheduler and trials), "
+        "replacing the runs of the same task, K, sampler and seed",
+    )
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
     tasks = args.tasks or list(QUICK_TASKS if args.quick else DEFAULT_TASKS)
@@ -125,14 +145,30 @@ def main(argv: list[str] | None = None) -> int:
         args.trials = min(args.trials, 15)
     scheduler: Any = args.scheduler
     if args.scheduler == "racing":
-        scheduler = twiddle.FoldRacing(alpha=args.alpha, min_folds=args.min_folds)
+        scheduler = twiddle.FoldRacing(
+            alpha=args.alpha, min_folds=args.min_folds, levels=args.levels
+        )
+    described = repr(scheduler) if args.scheduler == "racing" else f"{scheduler!r} over folds"
+    default = args.alpha == 0.05 and args.min_folds == 1 and args.levels == "calibrated"
+    stem = "racing" if default else f"racing-alpha{args.alpha}-min{args.min_folds}"
+    stem += "" if default or args.levels == "calibrated" else "-bonferroni"
+    if args.scheduler != "racing":
+        stem = f"folds-{args.scheduler}"
+    results = args.out_dir / f"{stem}.json"
+    earlier = _earlier(results, described, args.trials) if args.update else None
+    reused: dict[tuple[str, int, str, int], dict[str, Any]] = {}
+    if args.plain_from is not None:
+        source = json.loads(args.plain_from.read_text())
+        reused = {_key(r): r["plain"] for r in source["runs"] if r["trials"] == args.trials}
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
     for name in tasks:
         for k in args.folds:
             for sampler in args.samplers:
                 for seed in range(args.seeds):
-                    plain = run_one(name, k, sampler, seed, args.trials, racing=None)
+                    plain = reused.get((name, k, sampler, seed)) or run_one(
+                        name, k, sampler, seed, args.trials, racing=None
+                    )
                     raced = run_one(name, k, sampler, seed, args.trials, racing=scheduler)
                     row = {
                         "task": name,
@@ -153,26 +189,61 @@ def main(argv: list[str] | None = None) -> int:
                         f"{raced['holdout']:.4f} ({time.perf_counter() - started:.0f} s)",
                         flush=True,
                     )
-    summary = _summary(rows)
-    meta = {
+    meta: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": "python benchmarks/racing.py " + " ".join(argv or sys.argv[1:]),
         "python": platform.python_version(),
         "twiddle": twiddle.__version__,
         "kind": args.scheduler,
-        "scheduler": repr(scheduler) if args.scheduler == "racing" else f"{scheduler!r} over folds",
+        "scheduler": described,
         "seconds": time.perf_counter() - started,
     }
+    if reused:
+        meta["plain_from"] = {
+            "file": args.plain_from.as_posix() if args.plain_from else None,
+            "date": source["meta"]["date"],
+            "command": source["meta"]["command"],
+            "runs": sum(_key(r) in reused for r in rows),
+        }
+    if earlier is not None:
+        redone = {_key(r) for r in rows}
+        rows = [r for r in earlier["runs"] if _key(r) not in redone] + rows
+        before = earlier["meta"]
+        meta["earlier"] = [*before.pop("earlier", []), before]
+    summary = _summary(rows)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     out = {"meta": meta, "summary": summary, "runs": rows}
-    default = args.alpha == 0.05 and args.min_folds == 1
-    stem = "racing" if default else f"racing-alpha{args.alpha}-min{args.min_folds}"
-    if args.scheduler != "racing":
-        stem = f"folds-{args.scheduler}"
-    (args.out_dir / f"{stem}.json").write_text(json.dumps(out, indent=1, default=str) + "\n")
+    results.write_text(json.dumps(out, indent=1, default=str) + "\n")
     (args.out_dir / f"{stem}.md").write_text(_markdown(meta, summary, rows))
     print(json.dumps(summary, indent=1))
     return 0
+
+
+def _key(row: dict[str, Any]) -> tuple[str, int, str, int]:
+    return (row["task"], row["folds"], row["sampler"], row["seed"])
+
+
+def _earlier(path: Path, scheduler: str, trials: int) -> dict[str, Any] | None:
+    """The results already in ``path`` for ``--update``, if they were made the same way.
+
+    Raises SystemExit when they used another scheduler or number of trials: mixed,
+    their pooled figures would mean nothing.
+    """
+    if not path.exists():
+        return None
+    old = json.loads(path.read_text())
+    if old["meta"]["scheduler"] != scheduler:
+        raise SystemExit(
+            f"--update: {path} holds runs of {old['meta']['scheduler']}, not {scheduler}; "
+            "choose another --out-dir"
+        )
+    other = sorted({r["trials"] for r in old["runs"]} - {trials})
+    if other:
+        raise SystemExit(
+            f"--update: {path} holds runs of {other[0]} trials, not {trials}; "
+            f"pass --trials {other[0]} or choose another --out-dir"
+        )
+    return dict(old)
 
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -210,6 +281,23 @@ def _markdown(meta: dict[str, Any], summary: dict[str, Any], rows: list[dict[str
         f"Run {meta['date']} with `{meta['command'].strip()}`; {meta['scheduler']}; "
         f"Python {meta['python']}; {meta['seconds']:.0f} s in all.",
         "",
+    ]
+    if meta.get("plain_from"):
+        source = meta["plain_from"]
+        lines += [
+            f"The {source['runs']} runs without a scheduler of the tasks it had were taken "
+            f"from `{source['file']}` (made {source['date']} by `{source['command'].strip()}`): "
+            "they do not depend on the scheduler, and with the random sampler they are the "
+            "same runs. Their times come from that run.",
+            "",
+        ]
+    for before in meta.get("earlier", [])[::-1]:
+        lines += [
+            f"Added to the runs of {before['date']} with `{before['command'].strip()}` "
+            f"({before['seconds']:.0f} s), which the later command did not redo.",
+            "",
+        ]
+    lines += [
         "Same tasks, folds, sampler, seed and number of trials with and without "
         f'`scheduler="{kind}"`. *Saved* is the fraction of fold fits the scheduler avoided '
         "(target >= 40 %); *held-out* is the score on the 20 % test split of the "

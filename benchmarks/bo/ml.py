@@ -158,7 +158,8 @@ def make_estimator(model: str, regression: bool, config: Mapping[str, Any]) -> A
         from sklearn.neural_network import MLPClassifier, MLPRegressor
 
         cls = MLPRegressor if regression else MLPClassifier
-        c["hidden_layer_sizes"] = (int(c["hidden_layer_sizes"]),)
+        if "hidden_layer_sizes" in c:  # one hidden layer of that width
+            c["hidden_layer_sizes"] = (int(c["hidden_layer_sizes"]),)
         est = cls(solver="adam", early_stopping=True, max_iter=MLP_MAX_ITER, random_state=0, **c)
         return make_pipeline(StandardScaler(), est)
     if model == "lr":
