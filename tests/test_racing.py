@@ -236,7 +236,8 @@ def test_prior_recovers_the_spread_of_the_fold_differences() -> None:
     assert d["df"] == pytest.approx(df) and d["sd"] == pytest.approx(sd)
     assert d["statistic"] == pytest.approx(t)
     assert d["p_value"] == pytest.approx(stats.t.sf(t, df))
-    assert d["stop"] == (d["p_value"] < racing.level(10, 2))
+    assert d["threshold"] == racing.level(10, 2, prior_df=prior["df"])
+    assert d["stop"] == (d["p_value"] < d["threshold"])
 
 
 def test_decision_record_and_edge_cases() -> None:

@@ -32,8 +32,9 @@ s_tilde
 T
     ``d_bar / (s_tilde / sqrt(k))``, with ``d_0 + k - 1`` degrees of freedom.
 alpha_k
-    Level of the look after k folds: ``alpha * (K - k) / sum_m (K - m)`` over the
-    looks ``m = min_folds .. K - 1``.
+    Level of the look after k folds: ``c * alpha * (K - k) / sum_m (K - m)`` over the
+    looks ``m = min_folds .. K - 1``, where ``c >= 1`` is the calibration factor
+    (``c = 1`` with ``levels="bonferroni"``).
 
 The rule
 --------
@@ -90,6 +91,41 @@ Pocock's boundary rather than back-loaded like O'Brien-Fleming's, because a stop
 after the first fold saves K - 1 fits and one after the last look saves one. (In
 the benchmark an equal split and steeper front-loading save within a point of each
 other: what limits the savings is the spread of the differences, not the split.)
+
+Calibrated levels: the exact rate under the model (the default)
+-------------------------------------------------------------------
+The union bound is loose when the looks are strongly dependent, and here they are:
+the statistic after k + 1 folds shares k folds and the prior with the one after k.
+Measured by simulation under the model, the Bonferroni levels above give a
+false-stop rate of about 0.036 (K = 5) and 0.028 (K = 10) at alpha = 0.05, and
+0.017 to 0.026 without a prior: up to half of the stated level is never spent.
+
+Under the model the joint law of the statistics at the looks does not depend on
+the unknown scale s_0 nor on the mean of the fold scores: it is fixed by K, the
+looks and d_0 alone. ``levels="calibrated"`` therefore computes, once per (K,
+``min_folds``, d_0, alpha), the factor c by which all the Bonferroni levels are
+multiplied so that the probability that *any* look stops a null challenger
+(``E[d] = 0``, the boundary of H0) is alpha: the challenger stops at the first look
+where ``p_k < c * alpha_k^Bonf``, i.e. it is stopped at all when
+``R = min_k p_k / w_k < c * alpha`` with ``w_k = (K - k) / sum_m (K - m)``, so
+``c * alpha`` is the alpha-quantile of R. That quantile is estimated from 40,000
+simulated null races (fixed seed: the same on every machine and run), at the level
+alpha minus two Monte Carlo standard errors, so the estimate errs low; and c is
+never below 1, where the union bound already holds. The weights, the moderated
+t-test and the "running mean not worse" rule are those of the Bonferroni rule, so
+calibration only relaxes thresholds the union bound made needlessly strict. d_0 is
+rounded down to a multiple of 1/4 (a d_0 below 1/2 takes c = 1), which bounds the
+work at 15 calibrations per K; one costs about 50 ms (K = 5) to 100 ms (K = 10),
+and is cached for the process.
+
+The gain is largest for moderate differences: by simulation, a challenger worse by
+one standard deviation of a fold difference is stopped after saving 16 % of the
+fits (K = 5) and 32 % (K = 10) instead of 11 % and 22 %; a clear loser was stopped
+after the first fold either way. The price is the slack: where the model does not
+hold (a challenger whose differences spread more than the history's, see below),
+the rate rises above alpha sooner than with Bonferroni levels, which remain
+available as ``levels="bonferroni"``, a bound that holds whatever the dependence
+between looks.
 
 Racing configurations fold by fold with statistical tests is the idea of Hoeffding
 races (Maron and Moore, 1994) and of F-Race (Birattari, Stützle, Paquete and
@@ -220,6 +256,7 @@ letting it go on.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
@@ -256,9 +293,12 @@ class FoldRacing:
     a clear loser can be stopped after its first fold. The looks share the level
     ``alpha`` in proportion to the folds a stop there saves (Bonferroni with unequal
     weights), so the probability of stopping a configuration that is not worse than
-    the incumbent stays at most ``alpha`` over all its looks. A configuration whose
-    running mean equals or beats the incumbent's on the same folds is never stopped.
-    See the module notes for the reasoning and for what the bound assumes.
+    the incumbent stays at most ``alpha`` over all its looks; by default these
+    levels are then *calibrated*, all multiplied by the factor that makes the
+    false-stop rate equal ``alpha`` under the model instead of bounded by it. A
+    configuration whose running mean equals or beats the incumbent's on the same
+    folds is never stopped. See the module notes for the reasoning and for what
+    the guarantee assumes.
 
     Parameters
     ----------
@@ -272,6 +312,13 @@ class FoldRacing:
         three other COMPLETE trials); without it the test needs two folds. (Earlier
         versions defaulted to 3 and took the variance from the configuration's own
         folds only.)
+    levels : {"calibrated", "bonferroni"}, default "calibrated"
+        ``"bonferroni"``: the levels ``alpha_k`` sum to ``alpha``, a bound on the
+        false-stop rate whatever the dependence between looks (the rate is then
+        well below ``alpha``). ``"calibrated"``: the same levels times the factor
+        ``c >= 1`` (:meth:`scale`) that makes the rate ``alpha`` under the model,
+        found by simulation once per number of folds and prior. (Earlier versions
+        used the Bonferroni levels only.)
 
     Examples
     --------
@@ -290,33 +337,62 @@ class FoldRacing:
 
     name = "racing"
 
-    def __init__(self, alpha: float = 0.05, min_folds: int = 1) -> None:
+    def __init__(
+        self, alpha: float = 0.05, min_folds: int = 1, levels: str = "calibrated"
+    ) -> None:
         where = "FoldRacing"
         check_in(alpha, "alpha", where, "(0, 1)")
         min_folds_ = check_int(min_folds, "min_folds", where, minimum=1)
         assert min_folds_ is not None
         self.alpha = float(alpha)
         self.min_folds = int(min_folds_)
+        self.levels = str(check_choice(levels, "levels", where, ("calibrated", "bonferroni")))
 
     def __repr__(self) -> str:
-        return f"FoldRacing(alpha={self.alpha}, min_folds={self.min_folds})"
+        return (
+            f"FoldRacing(alpha={self.alpha}, min_folds={self.min_folds}, "
+            f"levels={self.levels!r})"
+        )
 
     def n_looks(self, n_folds: int) -> int:
         """Number of looks ``L = K - min_folds`` for ``n_folds = K`` folds (0 if none)."""
         return max(0, n_folds - self.min_folds)
 
-    def level(self, n_folds: int, folds: int | None = None) -> float:
+    def level(
+        self, n_folds: int, folds: int | None = None, prior_df: float | None = None
+    ) -> float:
         """Level ``alpha_k`` of the look after ``folds = k`` folds (default: the first look).
 
-        ``alpha_k = alpha * (K - k) / sum_m (K - m)`` over the looks
-        ``m = min_folds .. K - 1``; 0 where there is no look.
+        ``alpha_k = c * alpha * (K - k) / sum_m (K - m)`` over the looks
+        ``m = min_folds .. K - 1``; 0 where there is no look. ``c`` is
+        :meth:`scale` for ``prior_df`` (d_0; 0 without a prior) when the levels are
+        calibrated and ``prior_df`` is given, and 1 otherwise (the Bonferroni level).
         """
         k = self.min_folds if folds is None else int(folds)
         looks = self.n_looks(n_folds)
         if not looks or not self.min_folds <= k < n_folds:
             return 0.0
         total = looks * (looks + 1) // 2  # sum of K - m over the looks: L + (L - 1) + ... + 1
-        return self.alpha * (n_folds - k) / total
+        c = self.scale(n_folds, prior_df) if prior_df is not None else 1.0
+        return c * self.alpha * (n_folds - k) / total
+
+    def scale(self, n_folds: int, prior_df: float = 0.0) -> float:
+        """Calibration factor ``c >= 1`` of the levels for K folds and a prior with d_0 df.
+
+        1 with ``levels="bonferroni"``. Otherwise the factor that makes the
+        false-stop rate over all looks equal ``alpha`` under the model, estimated
+        by simulation (see the module notes); d_0 is rounded down to a multiple of
+        1/4, and a d_0 in (0, 1/2) gets 1.
+        """
+        if self.levels == "bonferroni" or self.n_looks(n_folds) == 0:
+            return 1.0
+        d0 = float(prior_df) if prior_df is not None else 0.0
+        if not math.isfinite(d0) or d0 < 0:
+            raise ValueError(f"prior_df must be a finite number >= 0, got {prior_df!r}")
+        if 0 < d0 < 0.5:
+            return 1.0
+        grid = math.floor(min(d0, _PRIOR_DF_MAX) * 4) / 4
+        return _calibration(int(n_folds), self.min_folds, grid, self.alpha)
 
     def prior(
         self,
@@ -433,7 +509,7 @@ class FoldRacing:
         done = [j for j, s in enumerate(challenger) if s is not None]
         k = len(done)
         out["folds"] = k
-        out["threshold"] = level = self.level(n_folds, k)
+        out["threshold"] = self.level(n_folds, k)
         chal = [float(challenger[j]) for j in done]  # type: ignore[arg-type]
         if not all(math.isfinite(s) for s in chal):
             out["reason"] = "a fold score is not finite"
@@ -463,6 +539,7 @@ class FoldRacing:
         if df <= 0:
             out["reason"] = "no variance yet: one fold and no prior from complete trials"
             return out
+        out["threshold"] = level = self.level(n_folds, k, prior_df=d0)
         s_sq = (d0 * s0_sq + (k - 1) * own_sq) / df
         out["sd"] = math.sqrt(s_sq)
         tiny = 1e-12 * max(1.0, math.fsum(abs(x) for x in b) / k)
@@ -485,6 +562,47 @@ class FoldRacing:
 
 _MIN_HISTORY = 3  # COMPLETE trials (besides the incumbent) needed to fit the prior
 _PRIOR_DF_MAX = 4.0  # the prior counts for at most this many degrees of freedom
+_CALIBRATION_RACES = 40_000  # simulated null races per calibration
+_CALIBRATION_SEED = 20_261_128
+
+
+@functools.lru_cache(maxsize=512)
+def _calibration(n_folds: int, min_folds: int, prior_df: float, alpha: float) -> float:
+    """The factor c of :meth:`FoldRacing.scale` (see "Calibrated levels" in the notes).
+
+    Simulates null races of a challenger with ``E[d] = 0`` under the model: its
+    variance sigma^2 drawn from the prior (scale 1, ``prior_df`` degrees of freedom;
+    no prior when ``prior_df`` is 0) and its fold differences normal. T is free of
+    scale, so the differences are drawn in units of sigma, where the prior's
+    ``d_0 s_0^2`` becomes ``d_0 / sigma^2``, a chi-square with d_0 degrees of freedom.
+    A race is stopped at all when ``R = min_k p_k / w_k < c * alpha``, so
+    ``c * alpha`` is the quantile of R at alpha minus two Monte Carlo standard errors.
+    """
+    from scipy.special import stdtr
+
+    rng = np.random.default_rng(_CALIBRATION_SEED)
+    n = _CALIBRATION_RACES
+    d0 = prior_df
+    z = rng.standard_normal((n, n_folds - 1))  # the K-th fold is never looked at
+    prior = rng.chisquare(d0, n) if d0 > 0 else np.zeros(n)
+    sums, squares = np.cumsum(z, axis=1), np.cumsum(z * z, axis=1)
+    looks = n_folds - min_folds
+    total = looks * (looks + 1) / 2
+    r = np.full(n, np.inf)
+    for k in range(min_folds, n_folds):
+        df = d0 + k - 1
+        if df <= 0:
+            continue  # no variance after one fold without a prior: no test (as in decide)
+        mean = sums[:, k - 1] / k
+        s_sq = (prior + squares[:, k - 1] - k * mean * mean) / df
+        with np.errstate(divide="ignore", invalid="ignore"):  # a prior draw can be 0
+            p = stdtr(df, -mean / np.sqrt(s_sq / k))
+        p[(mean <= 0) | np.isnan(p)] = 1.0  # a running mean not worse is never stopped
+        r = np.minimum(r, p * total / (n_folds - k))
+    target = alpha - 2.0 * math.sqrt(alpha * (1.0 - alpha) / n)
+    if not np.isfinite(r).any() or target <= 0:
+        return 1.0
+    return max(1.0, float(np.quantile(r, target)) / alpha)
 
 
 def _trigamma_inverse(x: float) -> float:
