@@ -92,40 +92,46 @@ after the first fold saves K - 1 fits and one after the last look saves one. (In
 the benchmark an equal split and steeper front-loading save within a point of each
 other: what limits the savings is the spread of the differences, not the split.)
 
-Calibrated levels: the exact rate under the model (the default)
--------------------------------------------------------------------
+Calibrated levels: the rate under the model made alpha (the default)
+---------------------------------------------------------------------
 The union bound is loose when the looks are strongly dependent, and here they are:
 the statistic after k + 1 folds shares k folds and the prior with the one after k.
-Measured by simulation under the model, the Bonferroni levels above give a
-false-stop rate of about 0.036 (K = 5) and 0.028 (K = 10) at alpha = 0.05, and
-0.017 to 0.026 without a prior: up to half of the stated level is never spent.
+With Bonferroni levels, at alpha = 0.05 the false-stop rate of a null challenger
+whose variance is drawn from the fitted prior is about 0.025 (K = 5 and 10), and
+0.005 to 0.008 when all variances are equal (``benchmarks/results/racing-rates.md``,
+``python benchmarks/racing_rates.py``): half of the stated level or more is never
+spent, and it is spent on nothing, since a smaller rate than promised buys no more
+than the promise.
 
 Under the model the joint law of the statistics at the looks does not depend on
 the unknown scale s_0 nor on the mean of the fold scores: it is fixed by K, the
 looks and d_0 alone. ``levels="calibrated"`` therefore computes, once per (K,
 ``min_folds``, d_0, alpha), the factor c by which all the Bonferroni levels are
 multiplied so that the probability that *any* look stops a null challenger
-(``E[d] = 0``, the boundary of H0) is alpha: the challenger stops at the first look
-where ``p_k < c * alpha_k^Bonf``, i.e. it is stopped at all when
-``R = min_k p_k / w_k < c * alpha`` with ``w_k = (K - k) / sum_m (K - m)``, so
+(``E[d] = 0``, the boundary of H0) is alpha. The challenger is stopped at some look
+when ``p_k < c * alpha_k^Bonf`` for some k, that is when
+``R = min_k p_k / w_k < c * alpha`` with ``w_k = (K - k) / sum_m (K - m)``; so
 ``c * alpha`` is the alpha-quantile of R. That quantile is estimated from 40,000
-simulated null races (fixed seed: the same on every machine and run), at the level
-alpha minus two Monte Carlo standard errors, so the estimate errs low; and c is
-never below 1, where the union bound already holds. The weights, the moderated
+simulated null races (fixed seed: the same on every machine and run) at the level
+alpha minus two Monte Carlo standard errors, so that the estimate errs low; and c
+is never below 1, where the union bound already holds. The weights, the moderated
 t-test and the "running mean not worse" rule are those of the Bonferroni rule, so
 calibration only relaxes thresholds the union bound made needlessly strict. d_0 is
-rounded down to a multiple of 1/4 (a d_0 below 1/2 takes c = 1), which bounds the
-work at 15 calibrations per K; one costs about 50 ms (K = 5) to 100 ms (K = 10),
-and is cached for the process.
+rounded down to a multiple of 1/4 (a d_0 in (0, 1/2) takes c = 1), which bounds the
+work at 15 calibrations per K; one costs about 50 ms (K = 5) to 100 ms (K = 10) and
+is cached for the process. The factor is about 1.4 for K = 5 and 1.9 for K = 10
+with the prior at its cap, and about 2 without a prior (no look after one fold).
+``tests/test_racing.py`` checks by an independent simulation (scipy's t, other
+random numbers) that the rate under the model is alpha within Monte Carlo error.
 
-The gain is largest for moderate differences: by simulation, a challenger worse by
-one standard deviation of a fold difference is stopped after saving 16 % of the
-fits (K = 5) and 32 % (K = 10) instead of 11 % and 22 %; a clear loser was stopped
-after the first fold either way. The price is the slack: where the model does not
-hold (a challenger whose differences spread more than the history's, see below),
-the rate rises above alpha sooner than with Bonferroni levels, which remain
-available as ``levels="bonferroni"``, a bound that holds whatever the dependence
-between looks.
+The gain is largest for moderate differences. On the same simulated races, a
+challenger worse by one standard deviation of a fold difference saves 13.8 % of its
+fits instead of 9.7 % (K = 5) and 30.1 % instead of 19.7 % (K = 10); worse by two,
+49.4 % instead of 43.3 % and 72.9 % instead of 65.4 %. The price is the slack:
+where the model does not hold (a challenger whose differences spread more than the
+history's, see below) the rate passes alpha sooner than with Bonferroni levels,
+which stay available as ``levels="bonferroni"``, a bound that holds whatever the
+dependence between looks.
 
 Racing configurations fold by fold with statistical tests is the idea of Hoeffding
 races (Maron and Moore, 1994) and of F-Race (Birattari, Stützle, Paquete and
@@ -135,18 +141,23 @@ Krueger, Panknin and Braun (2015, "Fast cross-validation via sequential testing"
 
 What the guarantee covers, and what it does not
 -----------------------------------------------
-The bound holds under the model: the differences d_j of the folds are independent
-and normal with a common mean, and the challenger's variance is drawn from the
-same law as those of the history. Measured by simulation (``tests/test_racing.py``,
-4000 null races each, 10 history trials), the false-stop rate at alpha = 0.05 is
-about 0.015 (K = 5) and 0.012 (K = 10) when all variances are equal, and 0.037 and
-0.028 when they are drawn from a prior with 4 degrees of freedom. A challenger
-whose spread is *larger* than the history's is the case the model does not cover:
-at 1.5 times the spread the rate is about 0.08 (K = 5) and 0.06 (K = 10), at twice
-the spread 0.15 and 0.12, mostly from stops after the first fold, where nothing of
-its own spread is known yet. The bound is thus an average over configurations like
-those already complete, not a bound for each configuration; ``min_folds=2`` or 3
-removes the look that has no spread of its own. Folds of one CV split are not quite
+The guarantee holds under the model: the differences d_j of the folds are
+independent and normal with a common mean, and the challenger's variance is drawn
+from the same law as those of the history. Measured by simulation
+(``benchmarks/results/racing-rates.md``, 4000 null races per cell, 10 history
+trials, the prior fitted to them), the false-stop rate at alpha = 0.05 with the
+calibrated levels is about 0.015 (K = 5) and 0.018 (K = 10) when all variances are
+equal, and 0.039 and 0.045 when they are drawn from a prior with 4 degrees of
+freedom (0.008, 0.005, 0.025 and 0.026 with Bonferroni levels); the rate stays
+below alpha there because d_0 and s_0 are fitted to a few trials and d_0 is capped.
+A challenger whose spread is *larger* than the history's is the case the model does
+not cover: at 1.5 times the spread the rate is about 0.079 (K = 5) and 0.075
+(K = 10), at twice the spread 0.15 and 0.14 (Bonferroni: 0.055 and 0.041, 0.12 and
+0.084); at twice the spread about half of those stops (K = 10) or more (K = 5, six
+in ten) come after the first fold, where nothing of its own spread is known yet. The
+guarantee is thus an average over configurations like those already complete, not a
+bound for each configuration; ``min_folds=2`` or 3 removes the look that has no
+spread of its own. Folds of one CV split are not quite
 independent either (training sets overlap, Nadeau and Bengio, 2003; Bengio and
 Grandvalet, 2004), and scores such as accuracy are discrete. The incumbent can
 change between two looks of a challenger; each look is still a level-alpha_k test
@@ -337,9 +348,7 @@ class FoldRacing:
 
     name = "racing"
 
-    def __init__(
-        self, alpha: float = 0.05, min_folds: int = 1, levels: str = "calibrated"
-    ) -> None:
+    def __init__(self, alpha: float = 0.05, min_folds: int = 1, levels: str = "calibrated") -> None:
         where = "FoldRacing"
         check_in(alpha, "alpha", where, "(0, 1)")
         min_folds_ = check_int(min_folds, "min_folds", where, minimum=1)
@@ -349,18 +358,13 @@ class FoldRacing:
         self.levels = str(check_choice(levels, "levels", where, ("calibrated", "bonferroni")))
 
     def __repr__(self) -> str:
-        return (
-            f"FoldRacing(alpha={self.alpha}, min_folds={self.min_folds}, "
-            f"levels={self.levels!r})"
-        )
+        return f"FoldRacing(alpha={self.alpha}, min_folds={self.min_folds}, levels={self.levels!r})"
 
     def n_looks(self, n_folds: int) -> int:
         """Number of looks ``L = K - min_folds`` for ``n_folds = K`` folds (0 if none)."""
         return max(0, n_folds - self.min_folds)
 
-    def level(
-        self, n_folds: int, folds: int | None = None, prior_df: float | None = None
-    ) -> float:
+    def level(self, n_folds: int, folds: int | None = None, prior_df: float | None = None) -> float:
         """Level ``alpha_k`` of the look after ``folds = k`` folds (default: the first look).
 
         ``alpha_k = c * alpha * (K - k) / sum_m (K - m)`` over the looks
