@@ -219,6 +219,44 @@ def summarise(
     }
 
 
+def paired_holdout(summary: dict[str, Any], ref: str, other: str, n: int) -> dict[str, Any] | None:
+    """Held-out scores of ``ref`` against ``other`` after n trials, paired by task and seed.
+
+    ``better``/``equal``/``worse`` count the pairs where ``ref`` scored higher, the
+    same or lower; ``p`` is the two-sided Wilcoxon signed-rank test over the pairs
+    that differ (None with fewer than 10 of them).
+    """
+    runs = summary["runs"]
+
+    def holdout(r: dict[str, Any]) -> float | None:
+        h = r.get("checkpoints", {}).get(str(n), {}).get("holdout")
+        return float(h) if h is not None else None
+
+    diffs = []
+    for (p, o, seed), r in runs.items():
+        if o != ref or (p, other, seed) not in runs:
+            continue
+        a, b = holdout(r), holdout(runs[(p, other, seed)])
+        if a is not None and b is not None:
+            diffs.append(a - b)
+    if not diffs:
+        return None
+    differ = [d for d in diffs if abs(d) > 1e-12]
+    p_value = None
+    if len(differ) >= 10:
+        from scipy.stats import wilcoxon
+
+        p_value = float(wilcoxon(differ).pvalue)
+    return {
+        "pairs": len(diffs),
+        "better": sum(d > 1e-12 for d in diffs),
+        "equal": len(diffs) - len(differ),
+        "worse": sum(d < -1e-12 for d in diffs),
+        "mean_diff": statistics.fmean(diffs),
+        "p": p_value,
+    }
+
+
 def ratio_at(summary: dict[str, Any], num: str, den: str, n: int) -> dict[str, Any] | None:
     """Time per suggestion at n trials of ``num`` over ``den`` on the problems both ran.
 
@@ -428,6 +466,39 @@ def render(summary: dict[str, Any], source: str) -> str:
                         row.append(f"{c['holdout_mean']:.4f} ± {c['holdout_std']:.3f}")
                 rows.append(row)
             md += _table(["task", *opts], rows)
+
+    ref = "twiddle-gp"
+    if ml and ref in opts:
+        md += ["", f"## Held-out score, paired with {ref}", ""]
+        md += [
+            f"For each other optimiser, the runs of the same task and seed as {ref}'s: "
+            f"*better / equal / worse* counts the pairs where {ref}'s chosen configuration "
+            "scored higher, the same or lower on the 20 % split; *p* is the two-sided "
+            "Wilcoxon signed-rank test over the pairs that differ.",
+            "",
+        ]
+        rows = []
+        for o in opts:
+            if o == ref:
+                continue
+            for n in cps:
+                c = paired_holdout(summary, ref, o, n)
+                if c is None:
+                    continue
+                p_text = "" if c["p"] is None else f"{c['p']:.2g}"
+                rows.append(
+                    [
+                        o,
+                        str(n),
+                        str(c["pairs"]),
+                        f"{c['better']} / {c['equal']} / {c['worse']}",
+                        f"{c['mean_diff']:+.4f}",
+                        p_text,
+                    ]
+                )
+        md += _table(
+            ["against", "trials", "pairs", "better / equal / worse", "mean diff", "p"], rows
+        )
 
     md += ["", "## Time per suggestion (ms, optimiser only, objective excluded)", ""]
     md += [
