@@ -524,6 +524,21 @@ def test_racing_from_the_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert sum(t.n_folds_done for t in trials) <= 12 * 10
 
 
+def test_racing_parameters_from_the_spec(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = TINY.replace("n_trials = 4", 'n_trials = 12\nscheduler = "racing"')
+    text = text.replace("folds = 3", "folds = 10\nshuffle = true")
+    text += '\n[scheduler]\nalpha = 0.2\nlevels = "bonferroni"\n'
+    code, _, err = run(capsys, "run", str(write(tmp_path, text)), "--no-progress")
+    assert code == 0, err
+    pruned = [t for t in stored(tmp_path / "tiny.db") if t.state is TrialState.PRUNED]
+    assert pruned
+    for t in pruned:
+        record = t.system_attrs["racing"]
+        assert record["alpha"] == 0.2 and record["levels"] == "bonferroni"
+
+
 def test_halving_over_folds_from_the_spec(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -581,3 +581,47 @@ def test_digits_example_is_the_main_job() -> None:
     assert spec.space["learning_rate_init"].log and spec.space["alpha"].log
     assert spec.space["batch_size"] == Int(16, 256, log=True)
     assert (spec.cv.folds, spec.cv.scoring, spec.n_jobs) == (5, "accuracy", 2)
+
+
+# -- the [scheduler] table -----------------------------------------------------------------
+def test_scheduler_parameters_from_the_spec(tmp_path: Path) -> None:
+    from twiddle import FoldRacing, MedianStopping, SuccessiveHalving
+
+    racing = TINY.replace("n_trials = 4", 'n_trials = 4\nscheduler = "racing"')
+    spec = load_spec(write(tmp_path, racing + '[scheduler]\nalpha = 0.2\nlevels = "bonferroni"\n'))
+    made = spec.make_scheduler()
+    assert isinstance(made, FoldRacing)
+    assert (made.alpha, made.min_folds, made.levels) == (0.2, 1, "bonferroni")
+    # without the table: the scheduler's defaults; without a scheduler: None
+    assert repr(load_spec(write(tmp_path, racing)).make_scheduler()) == repr(FoldRacing())
+    assert load_spec(write(tmp_path, TINY)).make_scheduler() is None
+    halving = TINY.replace("n_trials = 4", 'n_trials = 4\nscheduler = "halving"')
+    made = load_spec(
+        write(tmp_path, halving + "[scheduler]\nmin_resource = 2\nreduction_factor = 2\n")
+    ).make_scheduler()
+    assert isinstance(made, SuccessiveHalving)
+    assert (made.min_resource, made.reduction_factor) == (2, 2)
+    median = TINY.replace("n_trials = 4", 'n_trials = 4\nscheduler = "median"')
+    made = load_spec(
+        write(tmp_path, median + "[scheduler]\nn_startup_trials = 3\n")
+    ).make_scheduler()
+    assert isinstance(made, MedianStopping) and made.n_startup_trials == 3
+
+
+def test_scheduler_table_errors(tmp_path: Path) -> None:
+    racing = TINY.replace("n_trials = 4", 'n_trials = 4\nscheduler = "racing"')
+    msg = spec_error(tmp_path, racing + "[scheduler]\nalpa = 0.1\n")
+    assert "[scheduler]" in msg and "'alpa'" in msg and "Did you mean 'alpha'" in msg
+    assert "min_folds" in msg  # the allowed keys are listed
+    msg = spec_error(tmp_path, racing + "[scheduler]\nalpha = 2\n")
+    assert "in [scheduler]" in msg and "alpha" in msg and "(0, 1)" in msg
+    # a parameter of another scheduler
+    median = TINY.replace("n_trials = 4", 'n_trials = 4\nscheduler = "median"')
+    msg = spec_error(tmp_path, median + "[scheduler]\nalpha = 0.1\n")
+    assert "unknown key 'alpha'" in msg and "n_startup_trials" in msg
+    # halving's maximum resource is the number of folds, not a parameter
+    halving = TINY.replace("n_trials = 4", 'n_trials = 4\nscheduler = "halving"')
+    assert "max_resource" in spec_error(tmp_path, halving + "[scheduler]\nmax_resource = 3\n")
+    # parameters for no scheduler
+    msg = spec_error(tmp_path, TINY + "[scheduler]\nalpha = 0.1\n")
+    assert "[run] names none" in msg and "scheduler = 'racing'" in msg

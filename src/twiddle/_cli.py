@@ -582,7 +582,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     error_score=spec.cv.error_score,
                     refit=False,
                     callbacks=[reporter],
-                    scheduler=spec.scheduler,
+                    scheduler=spec.make_scheduler(),
                 )
         elapsed = time.monotonic() - started
         study = result.study_

@@ -172,8 +172,8 @@ folds not run), its value is the running mean of its done folds (not comparable
 with the K-fold means of COMPLETE trials, and never the study's best), and
 ``system_attrs["racing"]`` records the decision (``folds``, ``n_folds``, ``mean``,
 ``incumbent_mean``, ``statistic``, ``df``, ``sd``, ``prior_sd``, ``prior_df``,
-``history``, ``p_value``, ``threshold``, ``alpha`` and the ``incumbent``'s trial
-number). Folds of a stopped trial that were queued but not started never run;
+``history``, ``p_value``, ``threshold``, ``alpha``, ``levels`` and the
+``incumbent``'s trial number). Folds of a stopped trial that were queued but not started never run;
 folds already running in worker processes are left to finish and their results are
 ignored (killing a worker costs a new process and re-sending the data, usually more
 than the rest of one fold fit). The history is kept by the CV evaluator: the fold
@@ -485,8 +485,8 @@ class FoldRacing:
             ``statistic`` (T), ``df`` (its degrees of freedom), ``sd`` (the
             moderated standard deviation of one fold difference), ``prior_sd``,
             ``prior_df`` and ``history`` (the prior and the trials it came from),
-            ``p_value`` (one-sided), ``threshold`` (alpha_k), ``alpha`` and
-            ``reason`` (why the trial goes on, or "worse").
+            ``p_value`` (one-sided), ``threshold`` (alpha_k), ``alpha``, ``levels``
+            and ``reason`` (why the trial goes on, or "worse").
         """
         n_folds = len(incumbent)
         out: dict[str, Any] = {
@@ -504,6 +504,7 @@ class FoldRacing:
             "p_value": math.nan,
             "threshold": 0.0,
             "alpha": self.alpha,
+            "levels": self.levels,
             "reason": "",
         }
         inc = [math.nan if s is None else float(s) for s in incumbent]

@@ -19,6 +19,7 @@ Layout of a spec (only ``[data]``, ``[estimator]`` and ``[space.*]`` are require
     [cv]             folds, shuffle, groups, scoring, metric, error_score
     [run]            method ("cv" | "evidence"), scheduler ("racing" | "halving" |
                      "median"), n_trials, timeout, n_jobs
+    [scheduler]      parameters of the scheduler [run] names (see SCHEDULER_KEYS)
 
 Rules
 -----
@@ -94,7 +95,32 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "derived": (),
     "cv": ("folds", "shuffle", "groups", "scoring", "metric", "error_score"),
     "run": ("method", "scheduler", "n_trials", "timeout", "n_jobs"),
+    "scheduler": (),
 }
+
+#: Keys of the ``[scheduler]`` table for each ``[run] scheduler``: the parameters of
+#: :class:`~twiddle.FoldRacing`, :class:`~twiddle.SuccessiveHalving` and
+#: :class:`~twiddle.MedianStopping` that apply with folds as the resource (the
+#: number of folds is the maximum resource, so halving's ``max_resource`` is not one).
+SCHEDULER_KEYS: dict[str, tuple[str, ...]] = {
+    "racing": ("alpha", "min_folds", "levels"),
+    "halving": ("min_resource", "reduction_factor", "smoothing"),
+    "median": ("n_startup_trials", "n_warmup_steps", "min_steps"),
+}
+
+
+def build_scheduler(name: str | None, params: Mapping[str, Any]) -> Any:
+    """The scheduler object for ``[run] scheduler = name`` and the ``[scheduler]`` table.
+
+    None for no scheduler; raises :class:`~twiddle.InvalidParameterError` for a bad value.
+    """
+    if name is None:
+        return None
+    from twiddle._schedulers import FoldRacing, MedianStopping, SuccessiveHalving
+
+    kind: Any = {"racing": FoldRacing, "halving": SuccessiveHalving, "median": MedianStopping}
+    return kind[name](**params)
+
 
 _DIMENSION_KEYS = {
     "float": ("type", "low", "high", "log", "step", "when"),
@@ -303,6 +329,9 @@ class RunSpec:
         confidently worse than the best so far on the same folds), or successive
         halving or the median rule with folds as the resource (see
         :func:`twiddle.tune`).
+    scheduler_params : dict
+        The ``[scheduler]`` table: keyword arguments of that scheduler's class
+        (empty for its defaults); :meth:`make_scheduler` builds the object.
     """
 
     path: Path
@@ -320,6 +349,11 @@ class RunSpec:
     n_jobs: int
     method: str = "cv"
     scheduler: str | None = None
+    scheduler_params: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def make_scheduler(self) -> Any:
+        """The scheduler for :func:`twiddle.tune`: None, or an object built from the spec."""
+        return build_scheduler(self.scheduler, self.scheduler_params)
 
     @property
     def directory(self) -> Path:
@@ -639,6 +673,7 @@ class _Reader:
                 f"[run] scheduler = {scheduler!r} stops configurations between folds, and "
                 "method = 'evidence' has no folds; remove one of them."
             )
+        scheduler_params = self.read_scheduler(doc, scheduler)
         n_trials = self.integer(run, "n_trials", "[run]", 1)
         timeout: float | None = None
         if "timeout" in run:
@@ -673,7 +708,26 @@ class _Reader:
             n_jobs=n_jobs,
             method=method,
             scheduler=scheduler,
+            scheduler_params=scheduler_params,
         )
+
+    def read_scheduler(self, doc: Mapping[str, Any], name: str | None) -> dict[str, Any]:
+        """The ``[scheduler]`` table, checked against the scheduler ``[run]`` names."""
+        if "scheduler" not in doc:
+            return {}
+        table = self.table(doc, "scheduler")
+        if name is None:
+            raise self.err(
+                "[scheduler] sets the parameters of the scheduler named by [run] scheduler, "
+                "and [run] names none; add scheduler = 'racing' (or 'halving', 'median') to "
+                "[run], or remove [scheduler]."
+            )
+        self.keys(table, f"[scheduler] (for scheduler = {name!r})", SCHEDULER_KEYS[name])
+        try:
+            build_scheduler(name, table)
+        except InvalidParameterError as exc:
+            raise self.err(f"in [scheduler]: {exc}") from None
+        return dict(table)
 
     def read_data(self, table: Mapping[str, Any], present: bool) -> DataSpec:
         if not present:
