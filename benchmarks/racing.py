@@ -4,8 +4,9 @@ For each Bayesmark-style task of :mod:`benchmarks.bo.ml` (a scikit-learn model o
 data set shipped with scikit-learn, 80 % / 20 % split fixed per task), each number
 of folds K and each sampler and seed, ``twiddle.tune`` runs twice on the 80 % with
 the same sampler, seed, folds and number of trials: once without a scheduler and
-once with ``scheduler="racing"`` (``FoldRacing(alpha=0.05, min_folds=1)``, the
-default). Reported per run:
+once with ``scheduler="racing"`` (``FoldRacing()``: ``alpha=0.05``, ``min_folds=1``,
+calibrated levels; ``--alpha``, ``--min-folds`` and ``--levels`` change them).
+Reported per run:
 
 * **fold fits saved**: ``1 - fits(racing) / fits(plain)``, where fits counts the
   folds whose result the trial records (the driver runs one task at a time here, so
@@ -30,6 +31,11 @@ Usage::
 ``--scheduler halving`` (or ``median``) measures ``scheduler="halving"``
 (``"median"``) instead, which uses folds as the resource; its results go to
 ``folds-halving.json`` and ``.md``.
+
+``--plain-from FILE`` takes the runs without a scheduler from an earlier results
+file (they do not depend on the scheduler), so only the scheduled runs are made;
+``--update`` adds the runs to the results file of ``--out-dir`` instead of replacing
+it (for instance to add tasks), and refuses one made with another scheduler.
 
 Results go to ``benchmarks/results/racing.json`` and ``racing.md`` (``--out-dir``).
 """
