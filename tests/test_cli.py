@@ -513,7 +513,7 @@ def test_racing_from_the_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     text = TINY.replace("n_trials = 4", 'n_trials = 12\nscheduler = "racing"')
     text = text.replace("folds = 3", "folds = 10\nshuffle = true")
     spec = write(tmp_path, text)
-    code, _, err = run(capsys, "run", str(spec), "--no-progress")
+    code, out, err = run(capsys, "run", str(spec), "--no-progress")
     assert code == 0, err
     trials = stored(tmp_path / "tiny.db")
     assert len(trials) == 12
@@ -521,7 +521,13 @@ def test_racing_from_the_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert pruned  # a seeded run: depth-1 trees are raced out
     for t in pruned:
         assert None in t.fold_scores and "racing" in t.system_attrs
-    assert sum(t.n_folds_done for t in trials) <= 12 * 10
+    made = sum(t.n_folds_done for t in trials)
+    assert made < 12 * 10
+    # the summary counts the stopped trials and the fold fits made
+    expected = f"{len(pruned)} trial(s) were stopped between folds by fold racing"
+    assert expected in out and f"{made} of 120 fold fits were made" in out
+    code, shown, _ = run(capsys, "show", str(spec))
+    assert code == 0 and f"{made} of 120 fold fits were made" in shown
 
 
 def test_racing_parameters_from_the_spec(
@@ -544,11 +550,12 @@ def test_halving_over_folds_from_the_spec(
 ) -> None:
     text = TINY.replace("n_trials = 4", 'n_trials = 12\nscheduler = "halving"')
     text = text.replace("folds = 3", "folds = 5\nshuffle = true")
-    code, _, err = run(capsys, "run", str(write(tmp_path, text)), "--no-progress")
+    code, out, err = run(capsys, "run", str(write(tmp_path, text)), "--no-progress")
     assert code == 0, err
     trials = stored(tmp_path / "tiny.db")
     pruned = [t for t in trials if t.state is TrialState.PRUNED]
     assert pruned and all(t.system_attrs["schedule"]["rule"] == "SuccessiveHalving" for t in pruned)
+    assert f"{len(pruned)} trial(s) were stopped between folds by SuccessiveHalving" in out
     assert sum(t.n_folds_done for t in trials) < 12 * 5
 
 

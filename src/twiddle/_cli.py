@@ -377,6 +377,25 @@ def _notes(study: Any) -> list[str]:
             f"{len(failed)} trial(s) failed; the first (trial {first.number}) ended with: "
             f"{last[:200]}"
         )
+    stopped = [t for t in study.trials if t.state is TrialState.PRUNED and t.fold_scores]
+    if stopped:
+        scored = [t for t in study.trials if t.state.is_finished and t.fold_scores]
+        made = sum(t.n_folds_done for t in scored)
+        total = sum(len(t.fold_scores) for t in scored)
+        rules = Counter(
+            "fold racing"
+            if "racing" in t.system_attrs
+            else str(t.system_attrs.get("schedule", {}).get("rule", "a scheduler"))
+            for t in stopped
+        )
+        if len(rules) == 1:
+            by = f"by {next(iter(rules))}"
+        else:
+            by = "(" + ", ".join(f"{n} by {rule}" for rule, n in rules.most_common()) + ")"
+        notes.append(
+            f"{len(stopped)} trial(s) were stopped between folds {by}: {made} of {total} "
+            f"fold fits were made ({1 - made / total:.0%} saved)."
+        )
     warned = [t for t in study.trials if t.system_attrs.get("warnings")]
     if warned:
         example = str(warned[0].system_attrs["warnings"][0]).splitlines()[0]

@@ -176,8 +176,9 @@ with the K-fold means of COMPLETE trials, and never the study's best), and
 ``incumbent``'s trial number). Folds of a stopped trial that were queued but not
 started never run; folds already running in worker processes are left to finish
 and their results are ignored (killing a worker costs a new process and re-sending
-the data, usually more than the rest of one fold fit). The history is kept by the CV evaluator: the fold
-scores of the COMPLETE trials of the study (those of a resumed study included).
+the data, usually more than the rest of one fold fit). The history is kept by the CV
+evaluator: the fold scores of the COMPLETE trials of the study (those of a resumed
+study included).
 
 Samplers see PRUNED trials in their history: TPE puts them in its "bad" group (and
 counts them when it sizes its "good" group, so that a study whose trials are mostly
