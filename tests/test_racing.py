@@ -286,7 +286,7 @@ def test_calibration_factor() -> None:
 def test_calibrated_levels_stop_moderate_losers_sooner() -> None:
     rng = np.random.default_rng(17)
     saved = {"calibrated": 0.0, "bonferroni": 0.0}
-    for _ in range(300):
+    for _ in range(150):
         chal, inc = _scores(rng, 10, gap=0.015)  # about one spread of a fold difference
         history = _history(rng, inc, np.full(10, 0.014))
         for levels in saved:
