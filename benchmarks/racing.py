@@ -340,8 +340,8 @@ def _markdown(meta: dict[str, Any], summary: dict[str, Any], rows: list[dict[str
         "",
         "## Runs",
         "",
-        "| task | K | sampler | seed | fits plain | fits racing | saved | pruned | "
-        "best CV plain / racing | held-out plain / racing | same choice |",
+        f"| task | K | sampler | seed | fits plain | fits {kind} | saved | pruned | "
+        f"best CV plain / {kind} | held-out plain / {kind} | same choice |",
         "|---|---:|---|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for r in rows:
