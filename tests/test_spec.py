@@ -622,6 +622,9 @@ def test_scheduler_table_errors(tmp_path: Path) -> None:
     # halving's maximum resource is the number of folds, not a parameter
     halving = TINY.replace("n_trials = 4", 'n_trials = 4\nscheduler = "halving"')
     assert "max_resource" in spec_error(tmp_path, halving + "[scheduler]\nmax_resource = 3\n")
+    # the scheduler's name at the top level instead of in [run]
+    msg = spec_error(tmp_path, 'scheduler = "racing"\n' + TINY)
+    assert "top level" in msg and "[run]" in msg
     # parameters for no scheduler
     msg = spec_error(tmp_path, TINY + "[scheduler]\nalpha = 0.1\n")
     assert "[run] names none" in msg and "scheduler = 'racing'" in msg

@@ -715,6 +715,11 @@ class _Reader:
         """The ``[scheduler]`` table, checked against the scheduler ``[run]`` names."""
         if "scheduler" not in doc:
             return {}
+        if not isinstance(doc["scheduler"], dict):
+            raise self.err(
+                f"the key 'scheduler' is at the top level (= {doc['scheduler']!r}); it belongs "
+                "in the [run] table, and a [scheduler] table, if any, holds its parameters."
+            )
         table = self.table(doc, "scheduler")
         if name is None:
             raise self.err(
