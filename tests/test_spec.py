@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 import textwrap
@@ -606,6 +607,16 @@ def test_scheduler_parameters_from_the_spec(tmp_path: Path) -> None:
         write(tmp_path, median + "[scheduler]\nn_startup_trials = 3\n")
     ).make_scheduler()
     assert isinstance(made, MedianStopping) and made.n_startup_trials == 3
+
+
+def test_the_spec_knows_every_named_scheduler() -> None:
+    from twiddle._schedulers import SCHEDULERS_BY_NAME
+    from twiddle._spec import SCHEDULER_KEYS
+
+    assert set(SCHEDULER_KEYS) == set(SCHEDULERS_BY_NAME)
+    for name, keys in SCHEDULER_KEYS.items():  # every key is a parameter of that class
+        params = inspect.signature(SCHEDULERS_BY_NAME[name]).parameters
+        assert set(keys) <= set(params), name
 
 
 def test_scheduler_table_errors(tmp_path: Path) -> None:

@@ -281,6 +281,7 @@ from twiddle._trial import TrialState
 from twiddle._validation import check_choice, check_in, check_int
 
 __all__ = [
+    "SCHEDULERS_BY_NAME",
     "CurveScheduler",
     "FoldRacing",
     "Hyperband",
@@ -486,8 +487,9 @@ class FoldRacing:
             ``statistic`` (T), ``df`` (its degrees of freedom), ``sd`` (the
             moderated standard deviation of one fold difference), ``prior_sd``,
             ``prior_df`` and ``history`` (the prior and the trials it came from),
-            ``p_value`` (one-sided), ``threshold`` (alpha_k), ``alpha``, ``levels``
-            and ``reason`` (why the trial goes on, or "worse").
+            ``p_value`` (one-sided), ``threshold`` (alpha_k of the look that was
+            tested; 0 when none was), ``alpha``, ``levels`` and ``reason`` (why the
+            trial goes on, or "worse").
         """
         n_folds = len(incumbent)
         out: dict[str, Any] = {
@@ -515,7 +517,6 @@ class FoldRacing:
         done = [j for j, s in enumerate(challenger) if s is not None]
         k = len(done)
         out["folds"] = k
-        out["threshold"] = self.level(n_folds, k)
         chal = [float(challenger[j]) for j in done]  # type: ignore[arg-type]
         if not all(math.isfinite(s) for s in chal):
             out["reason"] = "a fold score is not finite"
@@ -646,10 +647,9 @@ def make_scheduler(scheduler: Any, where: str) -> FoldRacing | CurveScheduler | 
     """
     if scheduler is None or isinstance(scheduler, (FoldRacing, CurveScheduler)):
         return scheduler
-    if isinstance(scheduler, str) and scheduler == "racing":
-        return FoldRacing()
-    if isinstance(scheduler, str) and scheduler in ("halving", "median"):
-        return make_curve_scheduler(scheduler, where)
+    if isinstance(scheduler, str) and scheduler in SCHEDULERS_BY_NAME:
+        made: FoldRacing | CurveScheduler = SCHEDULERS_BY_NAME[scheduler]()
+        return made
     hint = ""
     if scheduler == "hyperband":
         hint = " Hyperband needs its max_resource: pass twiddle.Hyperband(max_resource=n_folds)."
@@ -1227,10 +1227,9 @@ def make_curve_scheduler(scheduler: Any, where: str) -> CurveScheduler | None:
     """
     if scheduler is None or isinstance(scheduler, CurveScheduler):
         return scheduler
-    if isinstance(scheduler, str) and scheduler == "median":
-        return MedianStopping()
-    if isinstance(scheduler, str) and scheduler == "halving":
-        return SuccessiveHalving()
+    if isinstance(scheduler, str) and scheduler in ("median", "halving"):
+        made: CurveScheduler = SCHEDULERS_BY_NAME[scheduler]()
+        return made
     hint = ""
     if isinstance(scheduler, FoldRacing) or scheduler == "racing":
         hint = " Fold racing stops cross-validated trials: pass it to twiddle.tune()."
@@ -1241,3 +1240,12 @@ def make_curve_scheduler(scheduler: Any, where: str) -> CurveScheduler | None:
         "twiddle.MedianStopping, SuccessiveHalving or Hyperband. "
         f"Got {scheduler!r} instead.{hint}"
     )
+
+
+#: The schedulers a name stands for (``scheduler="racing"`` etc.); the spec builds
+#: them from its ``[scheduler]`` table with the same names.
+SCHEDULERS_BY_NAME: dict[str, Callable[..., Any]] = {
+    "racing": FoldRacing,
+    "halving": SuccessiveHalving,
+    "median": MedianStopping,
+}

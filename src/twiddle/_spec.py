@@ -116,10 +116,9 @@ def build_scheduler(name: str | None, params: Mapping[str, Any]) -> Any:
     """
     if name is None:
         return None
-    from twiddle._schedulers import FoldRacing, MedianStopping, SuccessiveHalving
+    from twiddle._schedulers import SCHEDULERS_BY_NAME
 
-    kind: Any = {"racing": FoldRacing, "halving": SuccessiveHalving, "median": MedianStopping}
-    return kind[name](**params)
+    return SCHEDULERS_BY_NAME[name](**params)
 
 
 _DIMENSION_KEYS = {
@@ -667,7 +666,7 @@ class _Reader:
                 "one fit on all the data, so the [cv] table would be ignored; remove it, or "
                 "set method = 'cv'."
             )
-        scheduler = self.string(run, "scheduler", "[run]", ("racing", "halving", "median"))
+        scheduler = self.string(run, "scheduler", "[run]", tuple(SCHEDULER_KEYS))
         if scheduler is not None and method == "evidence":
             raise self.err(
                 f"[run] scheduler = {scheduler!r} stops configurations between folds, and "
