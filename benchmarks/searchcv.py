@@ -88,6 +88,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 import twiddle  # noqa: E402
 import twiddle.sklearn as twiddle_sklearn  # noqa: E402
 from benchmarks.bo.ml import MLTask, task_data  # noqa: E402
+from benchmarks.paired import wilcoxon_p, wtl  # noqa: E402
 
 DEFAULT_TASKS = (
     "svm-breast",
@@ -105,7 +106,6 @@ BASELINES = ("random", "halving")
 TARGET_OVERHEAD = 0.05
 HALVING_FACTOR = 3
 #: Paired held-out differences smaller than this count as ties.
-TIE = 1e-9
 
 
 # ----------------------------------------------------------------------------------
@@ -353,21 +353,6 @@ def _paired(rows: list[dict[str, Any]], method: str, base: str) -> list[tuple[st
     ]
 
 
-def _wtl(diffs: Sequence[float]) -> tuple[int, int, int]:
-    d = np.asarray(diffs, dtype=float)
-    return int(np.sum(d > TIE)), int(np.sum(np.abs(d) <= TIE)), int(np.sum(d < -TIE))
-
-
-def _wilcoxon(diffs: Sequence[float]) -> float:
-    """Two-sided p of the Wilcoxon signed-rank test (zero differences dropped)."""
-    from scipy.stats import wilcoxon
-
-    d = np.asarray([x for x in diffs if abs(x) > TIE])
-    if d.size < 2:
-        return math.nan
-    return float(wilcoxon(d).pvalue)
-
-
 def summarise(rows: list[dict[str, Any]], methods: Sequence[str]) -> dict[str, Any]:
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     per_task: dict[str, Any] = {}
@@ -402,17 +387,17 @@ def summarise(rows: list[dict[str, Any]], methods: Sequence[str]) -> dict[str, A
             entry: dict[str, Any] = {}
             for t in [*tasks, "all"]:
                 d = [x for (tt, _, x) in pairs if t == "all" or tt == t]
-                w, tie, loss = _wtl(d)
+                w, tie, loss = wtl(d)
                 entry[t] = {
                     "pairs": len(d),
                     "mean_diff": float(np.mean(d)),
                     "wins": w,
                     "ties": tie,
                     "losses": loss,
-                    "wilcoxon_p": _wilcoxon(d),
+                    "wilcoxon_p": wilcoxon_p(d),
                 }
             task_means = [entry[t]["mean_diff"] for t in tasks]
-            entry["tasks"] = dict(zip(("wins", "ties", "losses"), _wtl(task_means), strict=True))
+            entry["tasks"] = dict(zip(("wins", "ties", "losses"), wtl(task_means), strict=True))
             comparisons[f"{m} vs {base}"] = entry
     return {"per_task": per_task, "comparisons": comparisons}
 

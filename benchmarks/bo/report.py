@@ -39,6 +39,7 @@ from benchmarks.bo.results import (
     read_baselines,
     read_records,
 )
+from benchmarks.paired import wilcoxon_p, wtl
 
 H6_TARGET_MEAN = -3.27
 H6_REGRET = 1e-3
@@ -223,8 +224,8 @@ def paired_holdout(summary: dict[str, Any], ref: str, other: str, n: int) -> dic
     """Held-out scores of ``ref`` against ``other`` after n trials, paired by task and seed.
 
     ``better``/``equal``/``worse`` count the pairs where ``ref`` scored higher, the
-    same or lower; ``p`` is the two-sided Wilcoxon signed-rank test over the pairs
-    that differ (None with fewer than 10 of them).
+    same or lower (within 1e-9: equal); ``p`` is the two-sided Wilcoxon signed-rank
+    test over the pairs that differ (NaN with fewer than 2 of them).
     """
     runs = summary["runs"]
 
@@ -241,19 +242,14 @@ def paired_holdout(summary: dict[str, Any], ref: str, other: str, n: int) -> dic
             diffs.append(a - b)
     if not diffs:
         return None
-    differ = [d for d in diffs if abs(d) > 1e-12]
-    p_value = None
-    if len(differ) >= 10:
-        from scipy.stats import wilcoxon
-
-        p_value = float(wilcoxon(differ).pvalue)
+    better, equal, worse = wtl(diffs)
     return {
         "pairs": len(diffs),
-        "better": sum(d > 1e-12 for d in diffs),
-        "equal": len(diffs) - len(differ),
-        "worse": sum(d < -1e-12 for d in diffs),
+        "better": better,
+        "equal": equal,
+        "worse": worse,
         "mean_diff": statistics.fmean(diffs),
-        "p": p_value,
+        "p": wilcoxon_p(diffs),
     }
 
 
@@ -485,7 +481,7 @@ def render(summary: dict[str, Any], source: str) -> str:
                 c = paired_holdout(summary, ref, o, n)
                 if c is None:
                     continue
-                p_text = "" if c["p"] is None else f"{c['p']:.2g}"
+                p_text = "" if math.isnan(c["p"]) else f"{c['p']:.2g}"
                 rows.append(
                     [
                         o,
