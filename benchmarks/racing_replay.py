@@ -1,0 +1,341 @@
+"""Replay fold racing on recorded fold scores: compare racing's settings without refitting.
+
+With the random sampler a study's proposals do not depend on its history, and the
+driver of ``benchmarks/racing.py`` runs one fold at a time, trial after trial, folds
+in order. A racing run is then a function of the fold scores every proposed
+configuration *would* get: trial ``i`` is stopped after fold ``k`` exactly when
+``FoldRacing.decide`` says so on its first ``k`` scores, the incumbent (best COMPLETE
+trial before it, earlier number on ties) and the COMPLETE trials before it. This
+script records those fold scores once per task and K (``collect``, the cost of one
+run without a scheduler) and then replays any ``FoldRacing`` on them in seconds
+(``replay``), reporting fold fits saved and the held-out score of the chosen
+configuration as ``benchmarks/racing.py`` does. ``check`` replays the settings of a
+``racing.py`` results file and compares fold fits and choices run by run: the
+replay must agree with the live runs exactly.
+
+Usage::
+
+    python benchmarks/racing_replay.py collect --tasks svm-breast knn-wine --folds 5 10
+    python benchmarks/racing_replay.py replay --alpha 0.05 --levels calibrated
+    python benchmarks/racing_replay.py check benchmarks/results/racing-calibrated/racing.json
+
+Fold scores go to ``benchmarks/results/racing-folds.json`` (``--folds-file``; replay
+and check read several); ``replay --out FILE`` writes its runs and summary as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+if str(ROOT / "src") not in sys.path:
+    sys.path.insert(0, str(ROOT / "src"))
+
+import twiddle  # noqa: E402
+from benchmarks.bo.ml import MLTask, task_data, task_names  # noqa: E402
+
+FOLDS_FILE = ROOT / "benchmarks" / "results" / "racing-folds.json"
+
+
+def _config_key(config: dict[str, Any]) -> str:
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def collect_one(name: str, k: int, seed: int, n_trials: int) -> dict[str, Any]:
+    """Every proposed configuration's K fold scores (random sampler, no scheduler)."""
+    task = MLTask(name)
+    est, space, prefix = task.addressed()
+    X_tr, _, y_tr, _ = task_data(name)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = twiddle.tune(
+            est,
+            space,
+            X_tr,
+            y_tr,
+            cv=task.folds(k),
+            scoring=task.scoring,
+            n_trials=n_trials,
+            sampler="random",
+            seed=seed,
+            refit=False,
+        )
+    seconds = time.perf_counter() - t0
+    trials = []
+    for t in res.study_.trials:
+        config = {key[len(prefix) :]: v for key, v in t.params.items()}
+        trials.append({"config": config, "fold_scores": list(t.fold_scores)})
+    best = {key[len(prefix) :]: v for key, v in res.best_params_.items()}
+    return {
+        "task": name,
+        "folds": k,
+        "seed": seed,
+        "trials": trials,
+        "seconds": seconds,
+        "holdout": {_config_key(best): task.holdout(best)},
+    }
+
+
+def replay_one(
+    record: dict[str, Any], racing: twiddle.FoldRacing, maximize: bool = True
+) -> dict[str, Any]:
+    """Fold fits, stops and choice of a racing run on the recorded fold scores."""
+    n_folds = int(record["folds"])
+    complete: list[tuple[int, list[float]]] = []  # (number, fold scores), in order
+    incumbent: tuple[int, list[float]] | None = None
+    fits = 0
+    pruned_at: list[int] = []
+    sign = 1.0 if maximize else -1.0
+    for number, trial in enumerate(record["trials"]):
+        scores = [float(s) for s in trial["fold_scores"]]
+        if len(scores) != n_folds or not all(np.isfinite(scores)):
+            raise SystemExit(f"{record['task']} K={n_folds}: trial {number} is not complete")
+        stopped = 0
+        if incumbent is not None:
+            history = [s for _, s in complete]
+            for done in range(1, n_folds):
+                partial: list[float | None] = [*scores[:done], *([None] * (n_folds - done))]
+                decision = racing.decide(partial, incumbent[1], maximize=maximize, history=history)
+                if decision["stop"]:
+                    stopped = done
+                    break
+        if stopped:
+            fits += stopped
+            pruned_at.append(stopped)
+            continue
+        fits += n_folds
+        complete.append((number, scores))
+        mean = float(np.mean(scores))
+        if incumbent is None or sign * mean > sign * float(np.mean(incumbent[1])):
+            incumbent = (number, scores)
+    assert incumbent is not None
+    best_config = record["trials"][incumbent[0]]["config"]
+    return {
+        "fits": fits,
+        "pruned": len(pruned_at),
+        "pruned_at": pruned_at,
+        "best_number": incumbent[0],
+        "best_cv": float(np.mean(incumbent[1])),
+        "best_config": dict(sorted(best_config.items())),
+    }
+
+
+def _holdout(record: dict[str, Any], config: dict[str, Any]) -> float:
+    """The held-out score of ``config`` (fitted once and kept in the record)."""
+    key = _config_key(config)
+    if key not in record["holdout"]:
+        record["holdout"][key] = MLTask(record["task"]).holdout(config)
+    return float(record["holdout"][key])
+
+
+def _racing_from(args: argparse.Namespace) -> twiddle.FoldRacing:
+    return twiddle.FoldRacing(alpha=args.alpha, min_folds=args.min_folds, levels=args.levels)
+
+
+def _load(paths: Sequence[Path]) -> dict[str, Any]:
+    """The records of one or more fold-score files (for instance one per K)."""
+    data: dict[str, Any] = {"meta": [], "records": []}
+    for path in paths:
+        if not path.exists():
+            raise SystemExit(f"{path} does not exist; record fold scores first with `collect`")
+        part = json.loads(path.read_text())
+        data["meta"] += part["meta"]
+        data["records"] += [{**r, "file": path} for r in part["records"]]
+    return data
+
+
+def _save_holdouts(data: dict[str, Any]) -> None:
+    """Write the held-out scores the replay had to compute back to their files."""
+    for path in {r["file"] for r in data["records"]}:
+        part = json.loads(path.read_text())
+        mine = {(r["task"], r["folds"], r["seed"]): r for r in data["records"] if r["file"] == path}
+        for r in part["records"]:
+            r["holdout"].update(mine[(r["task"], r["folds"], r["seed"])]["holdout"])
+        path.write_text(json.dumps(part, default=str) + "\n")
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    path: Path = args.folds_file[0]
+    data = json.loads(path.read_text()) if path.exists() else {"meta": [], "records": []}
+    have = {(r["task"], r["folds"], r["seed"]) for r in data["records"]}
+    started = time.perf_counter()
+    made = 0
+    for name in args.tasks or task_names():
+        for k in args.folds:
+            for seed in range(args.seeds):
+                if (name, k, seed) in have:
+                    continue
+                rec = collect_one(name, k, seed, args.trials)
+                data["records"].append(rec)
+                made += 1
+                print(f"{name:12s} K={k:2d} seed={seed} {rec['seconds']:.0f} s", flush=True)
+                path.write_text(json.dumps(data, default=str) + "\n")  # keep what is done
+    data["meta"].append(
+        {
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "command": "python benchmarks/racing_replay.py " + " ".join(sys.argv[1:]),
+            "python": platform.python_version(),
+            "twiddle": twiddle.__version__,
+            "records": made,
+            "seconds": time.perf_counter() - started,
+        }
+    )
+    path.write_text(json.dumps(data, default=str) + "\n")
+    return 0
+
+
+def replay_all(
+    data: dict[str, Any], racing: twiddle.FoldRacing, tasks: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    rows = []
+    for rec in data["records"]:
+        if tasks and rec["task"] not in tasks:
+            continue
+        raced = replay_one(rec, racing)
+        plain_fits = rec["folds"] * len(rec["trials"])
+        plain_best = max(
+            range(len(rec["trials"])),
+            key=lambda i: (float(np.mean(rec["trials"][i]["fold_scores"])), -i),
+        )
+        plain_config = dict(sorted(rec["trials"][plain_best]["config"].items()))
+        rows.append(
+            {
+                "task": rec["task"],
+                "folds": rec["folds"],
+                "seed": rec["seed"],
+                "saved": 1.0 - raced["fits"] / plain_fits,
+                "fits": raced["fits"],
+                "plain_fits": plain_fits,
+                "pruned_at": raced["pruned_at"],
+                "same_choice": raced["best_config"] == plain_config,
+                "holdout_diff": _holdout(rec, raced["best_config"]) - _holdout(rec, plain_config),
+            }
+        )
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    groups: dict[str, list[dict[str, Any]]] = {"all": rows}
+    for r in rows:
+        groups.setdefault(f"K={r['folds']}", []).append(r)
+    out = {}
+    for key, rs in groups.items():
+        diffs = np.array([r["holdout_diff"] for r in rs])
+        out[key] = {
+            "runs": len(rs),
+            "saved_pooled": 1.0 - sum(r["fits"] for r in rs) / sum(r["plain_fits"] for r in rs),
+            "same_choice": sum(r["same_choice"] for r in rs),
+            "holdout_diff_mean": float(np.mean(diffs)),
+            "holdout_diff_worst": float(np.min(diffs)),
+        }
+    return out
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    data = _load(args.folds_file)
+    racing = _racing_from(args)
+    t0 = time.perf_counter()
+    rows = replay_all(data, racing, args.tasks)
+    summary = summarise(rows)
+    meta = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": "python benchmarks/racing_replay.py " + " ".join(sys.argv[1:]),
+        "racing": repr(racing),
+        "seconds": time.perf_counter() - t0,
+    }
+    _save_holdouts(data)
+    if args.out is not None:
+        args.out.with_suffix(".json").write_text(
+            json.dumps({"meta": meta, "summary": summary, "runs": rows}, indent=1) + "\n"
+        )
+    for key, s in summary.items():
+        print(
+            f"{key:5s} runs={s['runs']:3d} saved={s['saved_pooled']:.1%} "
+            f"same={s['same_choice']}/{s['runs']} held-out {s['holdout_diff_mean']:+.4f} "
+            f"(worst {s['holdout_diff_worst']:+.4f})"
+        )
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Replay a racing.py results file's settings; fold fits and choices must agree."""
+    data = _load(args.folds_file)
+    live = json.loads(args.results.read_text())
+    described = live["meta"]["scheduler"]
+    if "levels=" not in described:  # written before calibrated levels existed
+        described = described.replace(")", ", levels='bonferroni')")
+    racing = eval(described, {"FoldRacing": twiddle.FoldRacing})
+    records = {(r["task"], r["folds"], r["seed"]): r for r in data["records"]}
+    checked = mismatched = 0
+    for run in live["runs"]:
+        key = (run["task"], run["folds"], run["seed"])
+        if run["sampler"] != "random" or key not in records:
+            continue
+        rec = records[key]
+        if len(rec["trials"]) != run["trials"]:
+            continue
+        raced = replay_one(rec, racing)
+        checked += 1
+        same = (
+            raced["fits"] == run["racing"]["fits"]
+            and raced["best_config"] == run["racing"]["best_config"]
+        )
+        if not same:
+            mismatched += 1
+            agrees = raced["best_config"] == run["racing"]["best_config"]
+            print(
+                f"{key}: replay {raced['fits']} fits, live {run['racing']['fits']}; "
+                f"choice {'agrees' if agrees else 'differs'}"
+            )
+    print(f"{checked} runs checked, {mismatched} differ")
+    return 1 if mismatched or not checked else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    files = argparse.ArgumentParser(add_help=False)
+    files.add_argument(
+        "--folds-file",
+        type=Path,
+        nargs="+",
+        default=[FOLDS_FILE],
+        help="fold-score files: collect writes to the first, replay and check read all",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("collect", parents=[files], help="record every configuration's fold scores")
+    c.add_argument("--tasks", nargs="*", default=None)
+    c.add_argument("--folds", nargs="*", type=int, default=[5, 10])
+    c.add_argument("--seeds", type=int, default=1)
+    c.add_argument("--trials", type=int, default=100)
+    r = sub.add_parser(
+        "replay", parents=[files], help="replay a FoldRacing on the recorded fold scores"
+    )
+    r.add_argument("--tasks", nargs="*", default=None)
+    r.add_argument("--alpha", type=float, default=0.05)
+    r.add_argument("--min-folds", type=int, default=1)
+    r.add_argument("--levels", choices=("calibrated", "bonferroni"), default="calibrated")
+    r.add_argument("--out", type=Path, default=None)
+    k = sub.add_parser(
+        "check", parents=[files], help="compare the replay with a racing.py results file"
+    )
+    k.add_argument("results", type=Path)
+    args = parser.parse_args(argv)
+    return {"collect": cmd_collect, "replay": cmd_replay, "check": cmd_check}[args.command](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
