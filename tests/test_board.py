@@ -136,12 +136,31 @@ def test_trials_running_in_threads_see_each_other(tmp_path: Path) -> None:
     assert states == {0: TrialState.COMPLETE, 1: TrialState.PRUNED}
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_trials_in_a_foreign_process_pool_see_each_other(tmp_path: Path, method: str) -> None:
+    # A standard-library pool's workers have no pipe to the driver (and a forked one
+    # holds only a copy of its handler table): they reach the board through the
+    # driver's call server.
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"needs the {method} start method")
+    ctx = multiprocessing.get_context(method)
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as pool:
+        states = _run(tmp_path, executor=pool, n_jobs=2)
+    assert states == {0: TrialState.COMPLETE, 1: TrialState.PRUNED}
+
+
 @pytest.mark.skipif(
     "fork" not in multiprocessing.get_all_start_methods(), reason="needs the fork start method"
 )
-def test_an_executor_without_a_way_back_uses_the_snapshot(tmp_path: Path) -> None:
-    # A foreign pool's workers cannot reach the driver: each trial keeps the snapshot
-    # taken at dispatch (empty here), so neither is compared with the other.
+def test_without_the_call_server_a_foreign_pool_uses_the_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # TWIDDLE_DRIVER_HOST=off: the pool's workers cannot reach the driver, so each
+    # trial keeps the snapshot taken at dispatch (empty here) and neither is compared
+    # with the other.
+    monkeypatch.setenv("TWIDDLE_DRIVER_HOST", "off")
+
     def objective(trial: twiddle.Trial) -> float:
         trial.report([0.2, 0.8][trial.number], 1)
         assert not trial.should_prune()
@@ -154,6 +173,19 @@ def test_an_executor_without_a_way_back_uses_the_snapshot(tmp_path: Path) -> Non
             objective, n_trials=2, executor=pool, n_jobs=2, scheduler=SuccessiveHalving(1, 2)
         )
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
+
+
+@pytest.mark.slow
+def test_trials_on_a_dask_cluster_see_each_other(tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        states = _run(tmp_path, executor=client.get_executor(pure=False), n_jobs=2)
+    assert states == {0: TrialState.COMPLETE, 1: TrialState.PRUNED}
 
 
 def test_a_decision_to_go_on_stands_until_the_next_rung() -> None:

@@ -557,8 +557,9 @@ def test_calls_in_the_driver_process_reach_the_handler_directly() -> None:
 
 
 @needs_fork
-def test_a_forked_foreign_pool_cannot_reach_the_driver() -> None:
-    # A child of fork inherits the handler table; it must not answer from its copy.
+def test_a_forked_foreign_pool_cannot_answer_from_its_copy() -> None:
+    # A child of fork inherits the handler table; it must not answer from its copy
+    # (and a handler registered without remote=True has no other way back).
     key = _execution.register_handler(lambda request: "stale copy")
     try:
         ctx = multiprocessing.get_context("fork")
@@ -568,3 +569,47 @@ def test_a_forked_foreign_pool_cannot_reach_the_driver() -> None:
         _execution.unregister_handler(key)
     assert pid != os.getpid()
     assert (found, answer) == (False, None)
+
+
+def _spawn_pool() -> concurrent.futures.ProcessPoolExecutor:
+    return concurrent.futures.ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("spawn")
+    )
+
+
+@pytest.mark.slow
+def test_a_foreign_pool_reaches_a_remote_handler_through_the_call_server() -> None:
+    seen: list[Any] = []
+
+    def handler(request: Any) -> Any:
+        seen.append(request)
+        return request * 10
+
+    key = _execution.register_handler(handler, remote=True)
+    other = _execution.register_handler(lambda request: -request, remote=True)
+    plain = _execution.register_handler(lambda request: "no way back")
+    try:
+        assert "@" in key and "@" not in plain
+        with _spawn_pool() as pool:
+            found, answer, pid = pool.submit(_ask_driver, key, 4).result(timeout=TIMEOUT)
+            assert pid != os.getpid()
+            assert (found, answer) == (True, 40)
+            # the worker keeps its connection: several calls from one task
+            assert pool.submit(_ask_twice, key).result(timeout=TIMEOUT) == [(True, 10), (True, 20)]
+            # a handler registered without remote=True has no way back from there
+            assert pool.submit(_ask_driver, plain, 1).result(timeout=TIMEOUT)[:2] == (False, None)
+            # the right address with a wrong key fails the handshake: not found
+            forged = key[:-2] + ("11" if key.endswith("00") else "00")
+            assert pool.submit(_ask_driver, forged, 1).result(timeout=TIMEOUT)[:2] == (False, None)
+            assert seen == [4, 1, 2]
+            # a removed handler is not found; the server goes on for the other one
+            _execution.unregister_handler(key)
+            assert pool.submit(_ask_driver, key, 1).result(timeout=TIMEOUT)[:2] == (False, None)
+            assert pool.submit(_ask_driver, other, 3).result(timeout=TIMEOUT)[:2] == (True, -3)
+            # the server stops with the last remote handler
+            _execution.unregister_handler(other)
+            assert _execution._SERVER is None
+            assert pool.submit(_ask_driver, other, 3).result(timeout=TIMEOUT)[:2] == (False, None)
+    finally:
+        for k in (key, other, plain):
+            _execution.unregister_handler(k)

@@ -13,9 +13,12 @@ far, sent by the trials themselves each time ``should_prune()`` needs a decision
 successive halving, when the trial reaches a rung). Each change gets a version
 number. :class:`BoardView`, on the task's side, starts from the snapshot and its
 version and, at each question, sends its own curve and receives only the curves
-changed since the version it holds, through :func:`twiddle._execution.call_driver`.
-Where the task cannot reach the driver (a Dask worker, a foreign process pool) the
-view keeps the snapshot it was given.
+changed since the version it holds, through :func:`twiddle._execution.call_driver`:
+directly in the driver's process, on the worker's pipe in a worker of twiddle's
+process pool, and over TCP to the driver's call server from any other executor's
+workers (a Dask cluster, a standard-library pool). Where the task cannot reach the
+driver even so (a firewall, a driver address the workers cannot route to) the view
+keeps the snapshot it was given.
 """
 
 from __future__ import annotations
@@ -41,9 +44,12 @@ class CurveBoard:
     curves : sequence of LearningCurve
         The curves known when the run starts (the study's finished trials); each must
         carry its trial's number.
+    remote : bool, default False
+        Also answer trials running in processes the driver did not start (a Dask
+        worker, a standard-library pool), through the driver's call server.
     """
 
-    def __init__(self, curves: Sequence[LearningCurve] = ()) -> None:
+    def __init__(self, curves: Sequence[LearningCurve] = (), *, remote: bool = False) -> None:
         self._lock = threading.Lock()
         self._version = 0
         # number -> (version of its last change, curve or None once forgotten)
@@ -51,7 +57,7 @@ class CurveBoard:
         for curve in curves:
             if curve.number is not None:
                 self._put(curve.number, curve)
-        self.key: str | None = register_handler(self._answer)
+        self.key: str | None = register_handler(self._answer, remote=remote)
 
     def close(self) -> None:
         """Stop answering running trials (they keep what they last received)."""

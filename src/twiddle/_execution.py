@@ -36,8 +36,10 @@ for the answer of the handler the driver registered under ``key`` with
 on the worker's pipe and the manager thread answers it (handlers must therefore be
 quick and thread-safe); in the driver's own process (:class:`InlineExecutor`, a
 thread pool) the handler is called directly. Anywhere else (a Dask worker, another
-pool) there is no way back, and :func:`call_driver` says so, for the caller to fall
-back on what it was given at dispatch.
+pool) the call goes over TCP to the driver's call server (:class:`_CallServer`), if
+the handler was registered with ``remote=True``; where that fails too,
+:func:`call_driver` says so, for the caller to fall back on what it was given at
+dispatch.
 
 Thread limits in workers
 ------------------------
@@ -142,23 +144,52 @@ _HANDLERS: dict[str, Callable[[Any], Any]] = {}
 _HANDLERS_LOCK = threading.Lock()
 
 
-def register_handler(handler: Callable[[Any], Any]) -> str:
+#: Environment variable naming the interface the call server listens on.
+DRIVER_HOST_VAR = "TWIDDLE_DRIVER_HOST"
+
+_SERVER: _CallServer | None = None  # the call server, while a remote handler needs it
+_SERVER_USERS: set[str] = set()  # keys of the remote handlers registered
+
+
+def register_handler(handler: Callable[[Any], Any], *, remote: bool = False) -> str:
     """Let running tasks call ``handler(request)`` in this process; returns its key.
 
     The handler runs on the manager thread of a :class:`ProcessExecutor` (for calls
-    from its workers) or on the task's own thread (in this process), so it must be
-    thread-safe and quick. Remove it with :func:`unregister_handler`.
+    from its workers), on the task's own thread (in this process) or, with
+    ``remote=True``, on a thread of the call server (for calls from processes the
+    driver did not start: a Dask worker, a standard-library pool), so it must be
+    thread-safe and quick. ``remote=True`` starts the call server if it is not
+    running (see :class:`_CallServer`) and puts its address and key in the handler's
+    key, unless the environment variable ``TWIDDLE_DRIVER_HOST`` is ``off``. Remove
+    the handler with :func:`unregister_handler`.
     """
+    global _SERVER
     key = f"{os.getpid()}:{uuid.uuid4().hex}"
+    host = os.environ.get(DRIVER_HOST_VAR, "").strip() or "127.0.0.1"
     with _HANDLERS_LOCK:
+        if remote and host.lower() != "off":
+            if _SERVER is None:
+                _SERVER = _CallServer(host)
+            key += "@" + _SERVER.contact
+            _SERVER_USERS.add(key)
         _HANDLERS[key] = handler
     return key
 
 
 def unregister_handler(key: str) -> None:
-    """Forget the handler registered under ``key`` (nothing happens if there is none)."""
+    """Forget the handler registered under ``key`` (nothing happens if there is none).
+
+    The call server stops with the last remote handler.
+    """
+    global _SERVER
+    server = None
     with _HANDLERS_LOCK:
         _HANDLERS.pop(key, None)
+        _SERVER_USERS.discard(key)
+        if _SERVER is not None and not _SERVER_USERS:
+            server, _SERVER = _SERVER, None
+    if server is not None:
+        server.close()
 
 
 def _local_handler(key: str) -> Callable[[Any], Any] | None:
@@ -173,9 +204,13 @@ def _local_handler(key: str) -> Callable[[Any], Any] | None:
 def call_driver(key: str, request: Any) -> tuple[bool, Any]:
     """Ask the handler registered under ``key`` in the driver; ``(found, answer)``.
 
-    ``found`` is False when this task cannot reach the driver or the driver has no
-    such handler (any more); the answer is then None. Exceptions of the handler are
-    not raised here: they are logged in the driver and the call counts as not found.
+    In the driver's process the handler is called directly; in a worker of a
+    :class:`ProcessExecutor` the call travels on the worker's pipe; anywhere else it
+    goes to the driver's call server if the handler was registered with
+    ``remote=True``. ``found`` is False when this task cannot reach the driver or the
+    driver has no such handler (any more); the answer is then None. Exceptions of the
+    handler are not raised here: they are logged in the driver and the call counts
+    as not found.
     """
     handler = _local_handler(key)
     if handler is not None:
@@ -184,12 +219,15 @@ def call_driver(key: str, request: Any) -> tuple[bool, Any]:
         except Exception:
             _logger.exception("A call from a task to the driver failed; it counts as not found.")
             return False, None
+    message = _CALL + cloudpickle.dumps((key, request))
     conn = _WORKER_CONN
-    if conn is None:
-        return False, None
-    conn.send_bytes(_CALL + cloudpickle.dumps((key, request)))
-    found, answer = pickle.loads(conn.recv_bytes())
-    return bool(found), answer
+    if conn is not None:
+        conn.send_bytes(message)
+        found, answer = pickle.loads(conn.recv_bytes())
+        return bool(found), answer
+    if "@" in key:
+        return _call_server(key.rpartition("@")[2], message)
+    return False, None
 
 
 def _answer_call(data: bytes) -> bytes:
@@ -203,6 +241,105 @@ def _answer_call(data: bytes) -> bytes:
     except Exception:
         _logger.exception("A call from a worker to the driver failed; it was answered 'not found'.")
         return cloudpickle.dumps((False, None))
+
+
+class _CallServer:
+    """Answers calls from tasks running in processes the driver did not start.
+
+    A Dask worker or a standard-library pool has no pipe to the driver: such a task
+    connects to this server over TCP (:mod:`multiprocessing.connection`, which
+    authenticates both ends with an HMAC challenge on a random 32-byte key, so only
+    holders of the handler's key can call, and only this server answers them) and
+    sends the same call messages a worker of a :class:`ProcessExecutor` sends on its
+    pipe. It listens on ``host`` (the environment variable ``TWIDDLE_DRIVER_HOST``;
+    default 127.0.0.1, which reaches workers on this machine only: for workers on
+    other machines set it to an address of this machine they can reach; ``off``
+    starts no server) on a free port, with one thread per connection.
+    """
+
+    def __init__(self, host: str) -> None:
+        import secrets
+        from multiprocessing.connection import Listener
+
+        self._authkey = secrets.token_bytes(32)
+        self._listener = Listener((host, 0), authkey=self._authkey)
+        bound_host, port = self._listener.address
+        self.contact = f"{bound_host}:{port}:{self._authkey.hex()}"
+        self._closed = False
+        self._conns: set[Connection] = set()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, name="twiddle-call-server", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn = self._listener.accept()
+            except (OSError, EOFError, multiprocessing.AuthenticationError):
+                if self._closed:
+                    return
+                continue  # a client that failed the handshake
+            with self._lock:
+                if self._closed:
+                    conn.close()
+                    return
+                self._conns.add(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: Connection) -> None:
+        try:
+            while True:
+                data = conn.recv_bytes()
+                conn.send_bytes(_answer_call(data))
+        except (EOFError, OSError):
+            pass
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            conn.close()
+
+    def close(self) -> None:
+        """Stop accepting and end the open connections (their tasks then get "not found")."""
+        from multiprocessing.connection import Client
+
+        with self._lock:
+            self._closed = True
+            conns, self._conns = list(self._conns), set()
+        for conn in conns:
+            # shut the socket down (its serving thread then reads EOF and closes it);
+            # closing the Connection under a thread blocked in recv_bytes breaks it
+            with (
+                contextlib.suppress(OSError),
+                socket.fromfd(conn.fileno(), socket.AF_INET, socket.SOCK_STREAM) as sock,
+            ):
+                sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError, EOFError, multiprocessing.AuthenticationError):
+            Client(self._listener.address, authkey=self._authkey).close()  # wake accept()
+        self._listener.close()
+
+
+_CLIENTS = threading.local()  # per thread: {contact: Connection} to call servers
+
+
+def _call_server(contact: str, message: bytes) -> tuple[bool, Any]:
+    """Send a call message to the call server at ``contact``; ``(found, answer)``."""
+    from multiprocessing.connection import Client
+
+    conns: dict[str, Connection] = _CLIENTS.__dict__.setdefault("conns", {})
+    conn = conns.get(contact)
+    try:
+        if conn is None:
+            host, port, authkey = contact.rsplit(":", 2)
+            conn = conns[contact] = Client((host, int(port)), authkey=bytes.fromhex(authkey))
+        conn.send_bytes(message)
+        found, answer = pickle.loads(conn.recv_bytes())
+        return bool(found), answer
+    except (OSError, EOFError, ValueError, multiprocessing.AuthenticationError):
+        # the driver is gone or its server closed: the caller keeps what it has
+        stale = conns.pop(contact, None)
+        if stale is not None:
+            with contextlib.suppress(OSError):
+                stale.close()
+        return False, None
 
 
 # --------------------------------------------------------------------------- futures

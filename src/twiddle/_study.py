@@ -62,6 +62,20 @@ def _dims_json(space: Space | None) -> dict[str, Any] | None:
     return None if space is None else {"dims": space.to_json()["dims"]}
 
 
+def _foreign(executor: cf.Executor | None) -> bool:
+    """Whether ``executor`` runs tasks in processes that cannot call back on a pipe.
+
+    twiddle's process pool gives its workers a pipe to the driver and the others run
+    tasks in the driver's process; any other executor (a Dask client's, a
+    standard-library process pool) may run them elsewhere, where calls to the driver
+    go through its call server (:func:`twiddle._execution.register_handler`).
+    """
+    from twiddle._execution import InlineExecutor, ProcessExecutor
+
+    local = (ProcessExecutor, InlineExecutor, cf.ThreadPoolExecutor)
+    return executor is not None and not isinstance(executor, local)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -219,10 +233,11 @@ class Trial:
 
         The scheduler given to ``Study.optimize(scheduler=...)`` (or ``Study.ask``)
         applies its rule to this trial's reported values and to the other trials' curves
-        as the driver knows them now, running trials' included (on an executor whose
-        workers cannot reach the driver, such as Dask's: as known when the trial was
-        dispatched). A decision to go on stands until the rule's next decision point
-        (for successive halving, the next rung). On True, raise
+        as the driver knows them now, running trials' included (where the trial's
+        worker cannot reach the driver, for instance with ``TWIDDLE_DRIVER_HOST=off``
+        on a Dask cluster: as known when the trial was dispatched). A decision to go
+        on stands until the rule's next decision point (for successive halving, the
+        next rung). On True, raise
         :class:`twiddle.TrialPruned` (or, after ``ask``, tell the trial
         ``state="PRUNED"``): the trial is then PRUNED with the values it reported.
         """
@@ -960,9 +975,11 @@ class Study:
             :class:`twiddle.Hyperband`: ``trial.should_prune()`` then answers with
             its rule, applied where the objective runs to the trial's reported
             values and to the other trials' curves: the finished trials' and, with
-            worker processes, the running trials' curves so far (on a foreign
-            executor, the trials finished when the trial was dispatched). None: it
-            is always False.
+            worker processes, the running trials' curves so far. Workers of another
+            executor (Dask's, a standard-library pool's) ask the driver over TCP
+            (the environment variable ``TWIDDLE_DRIVER_HOST``: the address the driver
+            listens on, default 127.0.0.1; ``off``: no port, and such trials see the
+            trials finished when they were dispatched). None: it is always False.
 
         Raises
         ------
@@ -979,7 +996,7 @@ class Study:
         if sched is not None:
             from twiddle._board import CurveBoard
 
-            board = CurveBoard(self._curves(-1))
+            board = CurveBoard(self._curves(-1), remote=_foreign(executor))
         evaluator = ObjectiveEvaluator(objective, self.space, ship, sched, self.direction, board)
         try:
             self._run(
