@@ -65,8 +65,10 @@ problem (eta 2, first rung 4R/27: ``halving-e2-m4`` on the MLP, ``-m12`` on the
 synthetic problem) twice: ``@live`` with ``n_jobs=N`` (twiddle's worker pool, whose
 trials read the other trials' curves, running ones included, from the driver each
 time they reach a rung), and ``@snapshot`` on a standard-library
-``ProcessPoolExecutor(N)``, whose workers cannot reach the driver, so each trial sees
-only the trials finished when it was dispatched (as on an executor such as Dask's).
+``ProcessPoolExecutor(N)`` with the driver's call server switched off
+(``TWIDDLE_DRIVER_HOST=off``), so that its workers cannot reach the driver and each
+trial sees only the trials finished when it was dispatched (as on an executor whose
+workers cannot connect back to the driver).
 The studies are given their space up front, so every run of a seed is offered the
 same configurations whatever the timing (checked: the script stops if not). Results
 go to ``halving-parallel.json`` and ``halving-parallel.md``.
@@ -75,14 +77,16 @@ go to ``halving-parallel.json`` and ``halving-parallel.md``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib
 import json
 import math
+import os
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +244,20 @@ def run_problem(
     return rows
 
 
+@contextlib.contextmanager
+def _no_call_server() -> Iterator[None]:
+    """Switch the driver's call server off, so that foreign workers see snapshots only."""
+    before = os.environ.get("TWIDDLE_DRIVER_HOST")
+    os.environ["TWIDDLE_DRIVER_HOST"] = "off"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TWIDDLE_DRIVER_HOST"]
+        else:
+            os.environ["TWIDDLE_DRIVER_HOST"] = before
+
+
 def run_problem_parallel(
     name: str,
     objective: Callable[[twiddle.Trial], float],
@@ -269,7 +287,10 @@ def run_problem_parallel(
                 row.update(run_one(objective, sched, seed, n, space=space, jobs=jobs))
             else:
                 ctx = multiprocessing.get_context("spawn")
-                with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+                with (
+                    concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as pool,
+                    _no_call_server(),
+                ):
                     row.update(
                         run_one(objective, sched, seed, n, space=space, jobs=jobs, pool=pool)
                     )

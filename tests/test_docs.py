@@ -25,12 +25,15 @@ def _skip_without_extras(block: str) -> None:
         pytest.importorskip("torch")  # the torch extra is optional
     if "jax" in block and importlib.util.find_spec("numpyro") is None:
         pytest.skip("the nuts extra (NumPyro) is not installed")
+    if "distributed" in block:
+        pytest.importorskip("distributed")  # the dask extra is optional
 
 
 def _run(block: str, name: str) -> None:
-    if "jax" in block:
+    if "jax" in block or "__main__" in block:
         # JAX starts threads on import, and a process with them must not fork (some
-        # executor tests fork on purpose): such examples run in a fresh interpreter
+        # executor tests fork on purpose); a script guarded by __name__ == "__main__"
+        # (for Dask's worker processes) must run as one: both in a fresh interpreter
         proc = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True)
         assert proc.returncode == 0, f"{name}:\n{proc.stderr[-3000:]}"
         return
