@@ -258,11 +258,13 @@ first. A decision to go on stands until the rule's next decision point
 (:meth:`CurveScheduler.decision_point`; for ASHA, the next rung), so a trial is
 promoted once per rung with what was known when it got there.
 
-Where a task cannot reach the driver (an executor other than twiddle's own, such
-as Dask's), the trial keeps the snapshot of the finished trials' curves handed to
-it at dispatch. ASHA and the median rule are asynchronous rules that tolerate
-this: a trial is then compared with fewer values, which errs on the side of
-letting it go on.
+Trials on another executor (a Dask cluster's, a standard-library pool's) ask the
+driver over TCP (its call server, :func:`twiddle._execution.register_handler`).
+Where a task cannot reach the driver even so (``TWIDDLE_DRIVER_HOST=off``, an
+address the workers cannot route to), the trial keeps the snapshot of the finished
+trials' curves handed to it at dispatch. ASHA and the median rule are asynchronous
+rules that tolerate this: a trial is then compared with fewer values, which errs
+on the side of letting it go on.
 """
 
 from __future__ import annotations
