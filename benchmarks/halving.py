@@ -68,7 +68,9 @@ time they reach a rung), and ``@snapshot`` on a standard-library
 ``ProcessPoolExecutor(N)`` with the driver's call server switched off
 (``TWIDDLE_DRIVER_HOST=off``), so that its workers cannot reach the driver and each
 trial sees only the trials finished when it was dispatched (as on an executor whose
-workers cannot connect back to the driver).
+workers cannot connect back to the driver). ``--dask`` adds ``@dask``: the same
+setting on a local Dask cluster of N worker processes, whose trials reach the driver
+through its call server.
 The studies are given their space up front, so every run of a seed is offered the
 same configurations whatever the timing (checked: the script stops if not). Results
 go to ``halving-parallel.json`` and ``halving-parallel.md``.
@@ -265,42 +267,77 @@ def run_problem_parallel(
     seeds: list[int],
     n: int,
     jobs: int,
+    dask: bool = False,
 ) -> list[dict[str, Any]]:
-    """``none``, and one halving setting with live curves and with snapshots, in workers."""
-    import concurrent.futures
-    import multiprocessing
+    """``none``, and one halving setting with live curves and with snapshots, in workers.
+
+    With ``dask``, also the same setting on a local Dask cluster of ``jobs`` worker
+    processes (``@dask``), whose trials read live curves through the driver's call
+    server.
+    """
 
     label = f"halving-e2-m{4 * r // 27}"
     scheduler = schedulers(r)[label]
     space = spaces()[name]
     rows: list[dict[str, Any]] = []
-    for seed in seeds:
-        runs: list[tuple[str, Any, Any]] = [
-            ("none", None, None),
-            (f"{label}@live", scheduler, None),
-            (f"{label}@snapshot", scheduler, "stdlib"),
-        ]
-        first: list[Any] | None = None
-        for run_label, sched, pool_kind in runs:
-            row = {"problem": name, "seed": seed, "scheduler": run_label, "n_trials": n}
-            if pool_kind is None:
-                row.update(run_one(objective, sched, seed, n, space=space, jobs=jobs))
-            else:
-                ctx = multiprocessing.get_context("spawn")
-                with (
-                    concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as pool,
-                    _no_call_server(),
-                ):
-                    row.update(
-                        run_one(objective, sched, seed, n, space=space, jobs=jobs, pool=pool)
-                    )
-            proposals = row.pop("proposals")
-            if first is None:
-                first = proposals
-            elif proposals != first:
-                raise RuntimeError(f"{name} seed {seed}: {run_label} was offered other trials")
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+    with contextlib.ExitStack() as stack:
+        client = None
+        if dask:
+            from distributed import Client, LocalCluster
+
+            cluster = stack.enter_context(
+                LocalCluster(n_workers=jobs, threads_per_worker=1, dashboard_address=None)
+            )
+            client = stack.enter_context(Client(cluster))
+        for seed in seeds:
+            rows += _parallel_seed(name, objective, label, scheduler, space, seed, n, jobs, client)
+    return rows
+
+
+def _parallel_seed(
+    name: str,
+    objective: Callable[[twiddle.Trial], float],
+    label: str,
+    scheduler: Any,
+    space: twiddle.Space,
+    seed: int,
+    n: int,
+    jobs: int,
+    client: Any,
+) -> list[dict[str, Any]]:
+    import concurrent.futures
+    import multiprocessing
+
+    rows: list[dict[str, Any]] = []
+    runs: list[tuple[str, Any, Any]] = [
+        ("none", None, None),
+        (f"{label}@live", scheduler, None),
+        (f"{label}@snapshot", scheduler, "stdlib"),
+    ]
+    if client is not None:
+        runs.append((f"{label}@dask", scheduler, "dask"))
+    first: list[Any] | None = None
+    for run_label, sched, pool_kind in runs:
+        row = {"problem": name, "seed": seed, "scheduler": run_label, "n_trials": n}
+        if pool_kind is None:
+            row.update(run_one(objective, sched, seed, n, space=space, jobs=jobs))
+        elif pool_kind == "dask":
+            pool = client.get_executor(pure=False)
+            row.update(run_one(objective, sched, seed, n, space=space, jobs=jobs, pool=pool))
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with (
+                concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as pool,
+                _no_call_server(),
+            ):
+                row.update(run_one(objective, sched, seed, n, space=space, jobs=jobs, pool=pool))
+        proposals = row.pop("proposals")
+        if first is None:
+            first = proposals
+        elif proposals != first:
+            raise RuntimeError(f"{name} seed {seed}: {run_label} was offered other trials")
+        rows.append(row)
+        print(json.dumps(row), flush=True)
     return rows
 
 
@@ -403,14 +440,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--jobs", type=int, default=1, help="trials at a time, in worker processes (default 1)"
     )
+    parser.add_argument(
+        "--dask",
+        action="store_true",
+        help="with --jobs N > 1, also run on a local Dask cluster of N worker processes "
+        "(needs the dask extra)",
+    )
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1; got {args.jobs}")
+    if args.dask and args.jobs < 2:
+        parser.error("--dask needs --jobs 2 or more")
 
     def run(name: str, objective: Any, r: int, n: int) -> list[dict[str, Any]]:
         if args.jobs == 1:
             return run_problem(name, objective, r, seeds, n)
-        return run_problem_parallel(name, objective, r, seeds, n, args.jobs)
+        return run_problem_parallel(name, objective, r, seeds, n, args.jobs, dask=args.dask)
 
     t0 = time.perf_counter()
     seeds = [0, 1] if args.quick else list(range(args.seeds))
@@ -427,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
             problems.append("mlp-digits")
     summary = summarise(rows)
     command = "python benchmarks/halving.py" + (f" --jobs {args.jobs}" if args.jobs > 1 else "")
+    command += " --dask" if args.dask else ""
     meta = {
         "command": command,
         "jobs": args.jobs,
