@@ -16,11 +16,12 @@ replay must agree with the live runs exactly.
 Usage::
 
     python benchmarks/racing_replay.py collect --tasks svm-breast knn-wine --folds 5 10
-    python benchmarks/racing_replay.py replay --alpha 0.05 --levels calibrated
+    python benchmarks/racing_replay.py replay --alpha 0.05 0.1 --levels calibrated bonferroni
     python benchmarks/racing_replay.py check benchmarks/results/racing-calibrated/racing.json
 
 Fold scores go to ``benchmarks/results/racing-folds.json`` (``--folds-file``; replay
-and check read several); ``replay --out FILE`` writes its runs and summary as JSON.
+and check read several); ``replay --out FILE`` writes the runs of every setting to
+``FILE.json`` and a table to ``FILE.md``.
 """
 
 from __future__ import annotations
@@ -142,10 +143,6 @@ def _holdout(record: dict[str, Any], config: dict[str, Any]) -> float:
     return float(record["holdout"][key])
 
 
-def _racing_from(args: argparse.Namespace) -> twiddle.FoldRacing:
-    return twiddle.FoldRacing(alpha=args.alpha, min_folds=args.min_folds, levels=args.levels)
-
-
 def _load(paths: Sequence[Path]) -> dict[str, Any]:
     """The records of one or more fold-score files (for instance one per K)."""
     data: dict[str, Any] = {"meta": [], "records": []}
@@ -246,29 +243,70 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    """Replay every combination of the given alphas and levels; print (and write) a table."""
     data = _load(args.folds_file)
-    racing = _racing_from(args)
     t0 = time.perf_counter()
-    rows = replay_all(data, racing, args.tasks)
-    summary = summarise(rows)
+    settings = []
+    for levels in args.levels:
+        for alpha in args.alpha:
+            racing = twiddle.FoldRacing(alpha=alpha, min_folds=args.min_folds, levels=levels)
+            rows = replay_all(data, racing, args.tasks)
+            settings.append({"racing": repr(racing), "summary": summarise(rows), "runs": rows})
+            for key, s in settings[-1]["summary"].items():
+                print(
+                    f"{racing!r} {key:5s} runs={s['runs']:3d} saved={s['saved_pooled']:.1%} "
+                    f"same={s['same_choice']}/{s['runs']} "
+                    f"held-out {s['holdout_diff_mean']:+.4f} "
+                    f"(worst {s['holdout_diff_worst']:+.4f})",
+                    flush=True,
+                )
+    _save_holdouts(data)
     meta = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": "python benchmarks/racing_replay.py " + " ".join(sys.argv[1:]),
-        "racing": repr(racing),
+        "python": platform.python_version(),
+        "twiddle": twiddle.__version__,
+        "folds_files": [p.as_posix() for p in args.folds_file],
+        "collected": data["meta"],
         "seconds": time.perf_counter() - t0,
     }
-    _save_holdouts(data)
     if args.out is not None:
-        args.out.with_suffix(".json").write_text(
-            json.dumps({"meta": meta, "summary": summary, "runs": rows}, indent=1) + "\n"
-        )
-    for key, s in summary.items():
-        print(
-            f"{key:5s} runs={s['runs']:3d} saved={s['saved_pooled']:.1%} "
-            f"same={s['same_choice']}/{s['runs']} held-out {s['holdout_diff_mean']:+.4f} "
-            f"(worst {s['holdout_diff_worst']:+.4f})"
-        )
+        out = {"meta": meta, "settings": settings}
+        args.out.with_suffix(".json").write_text(json.dumps(out, indent=1, default=str) + "\n")
+        args.out.with_suffix(".md").write_text(_markdown(meta, settings))
     return 0
+
+
+def _markdown(meta: dict[str, Any], settings: list[dict[str, Any]]) -> str:
+    collected = "; ".join(
+        f"`{m['command'].strip()}` ({m['date']}, {m['records']} records, {m['seconds']:.0f} s)"
+        for m in meta["collected"]
+    )
+    lines = [
+        "# Fold racing replayed on recorded fold scores",
+        "",
+        f"Run {meta['date']} with `{meta['command'].strip()}` ({meta['seconds']:.0f} s). "
+        f"Fold scores recorded by {collected}: every configuration the random sampler "
+        "proposed, on all K folds, for each task, K and seed.",
+        "",
+        "The replay makes the decisions a live run of `benchmarks/racing.py` with the "
+        "random sampler makes (`racing_replay.py check` compares them with live runs), "
+        "without refitting. *Saved* is the pooled fraction of fold fits avoided (target "
+        ">= 40 %); *same choice* counts the runs that chose the configuration running "
+        "every fold chooses; *held-out* is the mean (and worst) difference of the held-out "
+        "score of the chosen configuration against running every fold.",
+        "",
+        "| racing | group | runs | saved | same choice | held-out (mean / worst) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for setting in settings:
+        for key, s in setting["summary"].items():
+            lines.append(
+                f"| `{setting['racing']}` | {key} | {s['runs']} | {s['saved_pooled']:.1%} | "
+                f"{s['same_choice']}/{s['runs']} | {s['holdout_diff_mean']:+.4f} / "
+                f"{s['holdout_diff_worst']:+.4f} |"
+            )
+    return "\n".join(lines) + "\n"
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -325,10 +363,12 @@ def main(argv: list[str] | None = None) -> int:
         "replay", parents=[files], help="replay a FoldRacing on the recorded fold scores"
     )
     r.add_argument("--tasks", nargs="*", default=None)
-    r.add_argument("--alpha", type=float, default=0.05)
+    r.add_argument("--alpha", type=float, nargs="+", default=[0.05])
     r.add_argument("--min-folds", type=int, default=1)
-    r.add_argument("--levels", choices=("calibrated", "bonferroni"), default="calibrated")
-    r.add_argument("--out", type=Path, default=None)
+    r.add_argument(
+        "--levels", choices=("calibrated", "bonferroni"), nargs="+", default=["calibrated"]
+    )
+    r.add_argument("--out", type=Path, default=None, help="write FILE.json and FILE.md (the table)")
     k = sub.add_parser(
         "check", parents=[files], help="compare the replay with a racing.py results file"
     )
