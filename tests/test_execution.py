@@ -613,3 +613,18 @@ def test_a_foreign_pool_reaches_a_remote_handler_through_the_call_server() -> No
     finally:
         for k in (key, other, plain):
             _execution.unregister_handler(k)
+
+
+def test_a_driver_host_it_cannot_listen_on_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TWIDDLE_DRIVER_HOST", "no-such-host.invalid")
+    with pytest.raises(ValueError, match=r"TWIDDLE_DRIVER_HOST='no-such-host\.invalid'.*'off'"):
+        _execution.register_handler(lambda request: request, remote=True)
+    assert _execution._SERVER is None
+    monkeypatch.setenv("TWIDDLE_DRIVER_HOST", "off")  # no server, no address in the key
+    key = _execution.register_handler(lambda request: request, remote=True)
+    try:
+        assert "@" not in key and _execution._SERVER is None
+    finally:
+        _execution.unregister_handler(key)

@@ -169,7 +169,15 @@ def register_handler(handler: Callable[[Any], Any], *, remote: bool = False) -> 
     with _HANDLERS_LOCK:
         if remote and host.lower() != "off":
             if _SERVER is None:
-                _SERVER = _CallServer(host)
+                try:
+                    _SERVER = _CallServer(host)
+                except OSError as exc:
+                    raise ValueError(
+                        f"The driver cannot listen on {DRIVER_HOST_VAR}={host!r} for calls "
+                        f"from its workers ({exc}). Set {DRIVER_HOST_VAR} to an address of "
+                        f"this machine (the default is 127.0.0.1), or to 'off' to let "
+                        f"workers of other executors use what they are given at dispatch."
+                    ) from exc
             key += "@" + _SERVER.contact
             _SERVER_USERS.add(key)
         _HANDLERS[key] = handler
@@ -328,6 +336,10 @@ def _call_server(contact: str, message: bytes) -> tuple[bool, Any]:
     conn = conns.get(contact)
     try:
         if conn is None:
+            # a thread serves one run at a time: drop the connections of earlier runs
+            for old in list(conns):
+                with contextlib.suppress(OSError):
+                    conns.pop(old).close()
             host, port, authkey = contact.rsplit(":", 2)
             conn = conns[contact] = Client((host, int(port)), authkey=bytes.fromhex(authkey))
         conn.send_bytes(message)
