@@ -19,7 +19,8 @@ Usage::
     python benchmarks/racing_replay.py replay --alpha 0.05 0.1 --levels calibrated bonferroni
     python benchmarks/racing_replay.py check benchmarks/results/racing-calibrated/racing.json
 
-Fold scores go to ``benchmarks/results/racing-folds.json`` (``--folds-file``; replay
+Fold scores go to ``benchmarks/results/racing-folds.json.gz`` (``--folds-file``, gzipped
+when the name ends in ``.gz``; replay
 and check read several); ``replay --out FILE`` writes the runs of every setting to
 ``FILE.json`` and a table to ``FILE.md``.
 """
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gzip
 import json
 import platform
 import sys
@@ -48,7 +50,19 @@ if str(ROOT / "src") not in sys.path:
 import twiddle  # noqa: E402
 from benchmarks.bo.ml import MLTask, task_data, task_names  # noqa: E402
 
-FOLDS_FILE = ROOT / "benchmarks" / "results" / "racing-folds.json"
+FOLDS_FILE = ROOT / "benchmarks" / "results" / "racing-folds.json.gz"
+
+
+def _read(path: Path) -> Any:
+    """JSON from ``path``, gzip-compressed when its name ends in ``.gz``."""
+    raw = path.read_bytes()
+    return json.loads(gzip.decompress(raw) if path.suffix == ".gz" else raw)
+
+
+def _write(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON, compressed when the name ends in ``.gz`` (no timestamp)."""
+    text = (json.dumps(data, default=str) + "\n").encode()
+    path.write_bytes(gzip.compress(text, mtime=0) if path.suffix == ".gz" else text)
 
 
 def _config_key(config: dict[str, Any]) -> str:
@@ -149,7 +163,7 @@ def _load(paths: Sequence[Path]) -> dict[str, Any]:
     for path in paths:
         if not path.exists():
             raise SystemExit(f"{path} does not exist; record fold scores first with `collect`")
-        part = json.loads(path.read_text())
+        part = _read(path)
         data["meta"] += part["meta"]
         data["records"] += [{**r, "file": path} for r in part["records"]]
     return data
@@ -158,16 +172,16 @@ def _load(paths: Sequence[Path]) -> dict[str, Any]:
 def _save_holdouts(data: dict[str, Any]) -> None:
     """Write the held-out scores the replay had to compute back to their files."""
     for path in {r["file"] for r in data["records"]}:
-        part = json.loads(path.read_text())
+        part = _read(path)
         mine = {(r["task"], r["folds"], r["seed"]): r for r in data["records"] if r["file"] == path}
         for r in part["records"]:
             r["holdout"].update(mine[(r["task"], r["folds"], r["seed"])]["holdout"])
-        path.write_text(json.dumps(part, default=str) + "\n")
+        _write(path, part)
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
     path: Path = args.folds_file[0]
-    data = json.loads(path.read_text()) if path.exists() else {"meta": [], "records": []}
+    data = _read(path) if path.exists() else {"meta": [], "records": []}
     have = {(r["task"], r["folds"], r["seed"]) for r in data["records"]}
     started = time.perf_counter()
     made = 0
@@ -180,7 +194,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
                 data["records"].append(rec)
                 made += 1
                 print(f"{name:12s} K={k:2d} seed={seed} {rec['seconds']:.0f} s", flush=True)
-                path.write_text(json.dumps(data, default=str) + "\n")  # keep what is done
+                _write(path, data)  # keep what is done
     data["meta"].append(
         {
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -191,7 +205,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
             "seconds": time.perf_counter() - started,
         }
     )
-    path.write_text(json.dumps(data, default=str) + "\n")
+    _write(path, data)
     return 0
 
 
