@@ -286,7 +286,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     }
     if args.out is not None:
         out = {"meta": meta, "settings": settings}
-        args.out.with_suffix(".json").write_text(json.dumps(out, indent=1, default=str) + "\n")
+        args.out.with_suffix(".json").write_text(json.dumps(out, default=str) + "\n")
         args.out.with_suffix(".md").write_text(_markdown(meta, settings))
     return 0
 
