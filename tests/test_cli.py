@@ -565,3 +565,29 @@ def test_an_unknown_scheduler_is_refused(
     text = TINY.replace("n_trials = 4", 'n_trials = 4\nscheduler = "asha"')
     code, _, err = run(capsys, "run", str(write(tmp_path, text)), "--no-progress")
     assert code == 2 and "scheduler" in err and "halving" in err
+
+
+@pytest.mark.slow
+def test_run_on_a_local_dask_cluster(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("distributed")
+    spec = write(tmp_path, TINY)
+    code, out, err = run(capsys, "run", str(spec), "--no-progress", "--dask", "local")
+    assert code == 0, err
+    assert "Running on the Dask cluster at local (2 fold fits at a time)" in out
+    trials = stored(tmp_path / "tiny.db")
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    # the fold fits ran in the cluster's worker processes, not in this one
+    workers = {t.worker for t in trials}
+    assert workers and not any(w and w.endswith(f":{os.getpid()}") for w in workers)
+
+
+@pytest.mark.slow
+def test_dask_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("distributed")
+    spec = write(tmp_path, TINY)
+    # nothing listens on this port: a clear error, nothing run or stored
+    code, _, err = run(capsys, "run", str(spec), "--no-progress", "--dask", "tcp://127.0.0.1:9")
+    assert code == 2
+    assert "--dask tcp://127.0.0.1:9: cannot reach a Dask scheduler" in err
+    assert "'local'" in err and "Traceback" not in err
+    assert not (tmp_path / "tiny.db").exists()  # the error came before any storage

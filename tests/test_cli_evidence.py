@@ -128,3 +128,12 @@ def test_a_fold_scheduler_with_evidence_is_refused(tmp_path, capsys):
     code, _, err = run(capsys, "run", str(write(tmp_path, text)), "--no-progress")
     assert code == 2
     assert "scheduler = 'halving' stops configurations between folds" in err
+
+
+def test_dask_with_evidence_is_refused(tmp_path, capsys):
+    code, _, err = run(
+        capsys, "run", str(write(tmp_path, SPEC)), "--no-progress", "--dask", "local"
+    )
+    assert code == 2
+    assert "--dask runs cross-validated studies" in err
+    assert not (tmp_path / "ev.db").exists()

@@ -27,6 +27,7 @@ study: a message on stderr, no traceback); 1 when every trial of a run failed;
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -51,7 +52,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from twiddle._errors import AllTrialsFailedError, StorageError, TwiddleError
+from twiddle._errors import (
+    AllTrialsFailedError,
+    InvalidParameterError,
+    StorageError,
+    TwiddleError,
+)
 from twiddle._spec import RunSpec, load_spec, resolve_storage, sqlite_path
 from twiddle._trial import FrozenTrial, TrialState
 
@@ -183,6 +189,13 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--n-jobs", type=_n_jobs, metavar="N", help="worker processes (-1: one per CPU)"
+    )
+    run.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="run the fold fits on a Dask cluster: the scheduler's address "
+        "(tcp://host:8786), or 'local' for a local cluster of --n-jobs worker processes "
+        "(needs the dask extra)",
     )
     run.add_argument(
         "--timeout",
@@ -523,25 +536,112 @@ def _cmd_run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     prepared = spec.prepare()  # every check of the spec happens before any training
-    out = _stdout_console()
-    storage = get_storage(spec.storage)
-    try:
-        study = Study(
-            name=spec.name,
-            storage=storage,
-            direction="maximize",
-            space=spec.space,
-            sampler=spec.sampler,
-            seed=spec.seed,
+    if args.dask is not None and spec.method == "evidence":
+        raise InvalidParameterError(
+            "--dask runs cross-validated studies (method = 'cv'); evidence studies fit one "
+            "model per trial in this process or in --n-jobs worker processes."
         )
-        before = study.trials
-        finished = sum(1 for t in before if t.state.is_finished)
-        remaining = None if spec.n_trials is None else spec.n_trials - finished
-        if remaining is not None and remaining <= 0:
+    out = _stdout_console()
+    with contextlib.ExitStack() as stack:
+        executor, n_jobs = None, spec.n_jobs
+        if args.dask is not None:
+            asked = args.n_jobs or (spec.n_jobs if spec.n_jobs > 1 else None)
+            executor, n_jobs = _dask_executor(args.dask, asked, stack)
             out.print(
-                f"Study {spec.name!r} already has {finished} finished trials (n_trials = "
-                f"{spec.n_trials}); nothing to run. Raise the budget with --n-trials to run "
-                "more.",
+                f"Running on the Dask cluster at {args.dask} ({n_jobs} fold fits at a time).",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+        storage = get_storage(spec.storage)
+        try:
+            study = Study(
+                name=spec.name,
+                storage=storage,
+                direction="maximize",
+                space=spec.space,
+                sampler=spec.sampler,
+                seed=spec.seed,
+            )
+            before = study.trials
+            finished = sum(1 for t in before if t.state.is_finished)
+            remaining = None if spec.n_trials is None else spec.n_trials - finished
+            if remaining is not None and remaining <= 0:
+                out.print(
+                    f"Study {spec.name!r} already has {finished} finished trials (n_trials = "
+                    f"{spec.n_trials}); nothing to run. Raise the budget with --n-trials to run "
+                    "more.",
+                    highlight=False,
+                    markup=False,
+                    soft_wrap=True,
+                )
+                _print_study(out, study, args.top)
+                out.print(
+                    _stored_line(study, args.spec), highlight=False, markup=False, soft_wrap=True
+                )
+                return 0
+            complete = [
+                t.value for t in before if t.state is TrialState.COMPLETE and t.value is not None
+            ]
+            reporter = _ProgressReporter(
+                enabled=not args.no_progress,
+                total=spec.n_trials,
+                done=finished,
+                failed=sum(1 for t in before if t.state is TrialState.FAIL),
+                pruned=sum(1 for t in before if t.state is TrialState.PRUNED),
+                best=max(complete) if complete else None,
+            )
+            started = time.monotonic()
+            result: Any  # a TuneResult or an EvidenceTuneResult; both have study_
+            with reporter:
+                if spec.method == "evidence":
+                    from twiddle.evidence._tuning import tune_evidence
+
+                    result = tune_evidence(
+                        prepared.estimator,
+                        spec.space,
+                        prepared.X,
+                        prepared.y,
+                        n_trials=remaining,
+                        timeout=spec.timeout,
+                        sampler=spec.sampler,
+                        seed=spec.seed,
+                        n_jobs=spec.n_jobs,
+                        storage=storage,
+                        study_name=spec.name,
+                        refit=False,
+                        callbacks=[reporter],
+                    )
+                else:
+                    result = tune(
+                        prepared.estimator,
+                        spec.space,
+                        prepared.X,
+                        prepared.y,
+                        cv=prepared.splits,
+                        scoring=prepared.scoring,
+                        metric=prepared.metric,
+                        groups=prepared.groups,
+                        n_trials=remaining,
+                        timeout=spec.timeout,
+                        sampler=spec.sampler,
+                        seed=spec.seed,
+                        n_jobs=n_jobs,
+                        executor=executor,
+                        storage=storage,
+                        study_name=spec.name,
+                        error_score=spec.cv.error_score,
+                        refit=False,
+                        callbacks=[reporter],
+                        scheduler=spec.make_scheduler(),
+                    )
+            elapsed = time.monotonic() - started
+            study = result.study_
+            total = sum(1 for t in study.trials if t.state.is_finished)
+            ran = total - finished
+            out.print(
+                f"Ran {ran} trial(s) in {_fmt_duration(elapsed)}; study {spec.name!r} has {total} "
+                f"finished trial(s) ({_state_counts(study.trials)}).",
                 highlight=False,
                 markup=False,
                 soft_wrap=True,
@@ -549,76 +649,44 @@ def _cmd_run(args: argparse.Namespace) -> int:
             _print_study(out, study, args.top)
             out.print(_stored_line(study, args.spec), highlight=False, markup=False, soft_wrap=True)
             return 0
-        complete = [
-            t.value for t in before if t.state is TrialState.COMPLETE and t.value is not None
-        ]
-        reporter = _ProgressReporter(
-            enabled=not args.no_progress,
-            total=spec.n_trials,
-            done=finished,
-            failed=sum(1 for t in before if t.state is TrialState.FAIL),
-            pruned=sum(1 for t in before if t.state is TrialState.PRUNED),
-            best=max(complete) if complete else None,
-        )
-        started = time.monotonic()
-        result: Any  # a TuneResult or an EvidenceTuneResult; both have study_
-        with reporter:
-            if spec.method == "evidence":
-                from twiddle.evidence._tuning import tune_evidence
+        finally:
+            storage.close()
 
-                result = tune_evidence(
-                    prepared.estimator,
-                    spec.space,
-                    prepared.X,
-                    prepared.y,
-                    n_trials=remaining,
-                    timeout=spec.timeout,
-                    sampler=spec.sampler,
-                    seed=spec.seed,
-                    n_jobs=spec.n_jobs,
-                    storage=storage,
-                    study_name=spec.name,
-                    refit=False,
-                    callbacks=[reporter],
-                )
-            else:
-                result = tune(
-                    prepared.estimator,
-                    spec.space,
-                    prepared.X,
-                    prepared.y,
-                    cv=prepared.splits,
-                    scoring=prepared.scoring,
-                    metric=prepared.metric,
-                    groups=prepared.groups,
-                    n_trials=remaining,
-                    timeout=spec.timeout,
-                    sampler=spec.sampler,
-                    seed=spec.seed,
-                    n_jobs=spec.n_jobs,
-                    storage=storage,
-                    study_name=spec.name,
-                    error_score=spec.cv.error_score,
-                    refit=False,
-                    callbacks=[reporter],
-                    scheduler=spec.make_scheduler(),
-                )
-        elapsed = time.monotonic() - started
-        study = result.study_
-        total = sum(1 for t in study.trials if t.state.is_finished)
-        ran = total - finished
-        out.print(
-            f"Ran {ran} trial(s) in {_fmt_duration(elapsed)}; study {spec.name!r} has {total} "
-            f"finished trial(s) ({_state_counts(study.trials)}).",
-            highlight=False,
-            markup=False,
-            soft_wrap=True,
+
+def _dask_executor(
+    address: str, n_jobs: int | None, stack: contextlib.ExitStack
+) -> tuple[Any, int]:
+    """A Dask client's executor for ``--dask`` and the number of fold fits at a time.
+
+    ``address`` is a scheduler's address or ``"local"`` (a local cluster of ``n_jobs``
+    worker processes, one thread each; 2 when ``n_jobs`` is not given). The fold fits
+    at a time are ``n_jobs`` if given, else the cluster's worker threads. The client
+    (and a local cluster) close with ``stack``.
+    """
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:
+        raise InvalidParameterError(
+            f"--dask needs Dask's distributed package ({exc}); install it with "
+            "pip install 'twiddle[dask]'."
+        ) from exc
+    if address == "local":
+        workers = n_jobs or 2
+        cluster = stack.enter_context(
+            LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None)
         )
-        _print_study(out, study, args.top)
-        out.print(_stored_line(study, args.spec), highlight=False, markup=False, soft_wrap=True)
-        return 0
-    finally:
-        storage.close()
+        client = stack.enter_context(Client(cluster))
+    else:
+        try:
+            client = stack.enter_context(Client(address, timeout="10s"))
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise InvalidParameterError(
+                f"--dask {address}: cannot reach a Dask scheduler there ({exc}). Give the "
+                "address the scheduler prints (tcp://host:8786), or 'local' to start a "
+                "cluster on this machine."
+            ) from exc
+    threads = sum(client.nthreads().values())
+    return client.get_executor(pure=False), n_jobs or max(1, threads)
 
 
 # ----------------------------------------------------------------------------------
