@@ -67,14 +67,14 @@ DEFAULT_TASKS = ("svm-breast", "lr-breast", "knn-wine", "dt-digits", "rf-wine", 
 QUICK_TASKS = ("svm-breast", "knn-wine")
 
 
-def run_one(
-    name: str,
-    k: int,
-    sampler: str,
-    seed: int,
-    n_trials: int,
-    racing: twiddle.FoldRacing | None,
-) -> dict[str, Any]:
+def tune_task(
+    name: str, k: int, sampler: str, seed: int, n_trials: int, scheduler: Any = None
+) -> tuple[Any, str, float]:
+    """``twiddle.tune`` on a harness task's 80 % with its K folds, sequentially.
+
+    Returns the result, the prefix of the space's names (the pipeline step's) and the
+    seconds it took.
+    """
     task = MLTask(name)
     est, space, prefix = task.addressed()
     X_tr, _, y_tr, _ = task_data(name)
@@ -92,9 +92,21 @@ def run_one(
             sampler=sampler,
             seed=seed,
             refit=False,
-            scheduler=racing,
+            scheduler=scheduler,
         )
-    seconds = time.perf_counter() - t0
+    return res, prefix, time.perf_counter() - t0
+
+
+def run_one(
+    name: str,
+    k: int,
+    sampler: str,
+    seed: int,
+    n_trials: int,
+    racing: twiddle.FoldRacing | None,
+) -> dict[str, Any]:
+    task = MLTask(name)
+    res, prefix, seconds = tune_task(name, k, sampler, seed, n_trials, racing)
     trials = res.study_.trials
     config = {key[len(prefix) :]: v for key, v in res.best_params_.items()}
     return {

@@ -34,7 +34,6 @@ import json
 import platform
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,8 @@ if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
 import twiddle  # noqa: E402
-from benchmarks.bo.ml import MLTask, task_data, task_names  # noqa: E402
+from benchmarks.bo.ml import MLTask, task_names  # noqa: E402
+from benchmarks.racing import tune_task  # noqa: E402
 
 FOLDS_FILE = ROOT / "benchmarks" / "results" / "racing-folds.json.gz"
 
@@ -71,25 +71,7 @@ def _config_key(config: dict[str, Any]) -> str:
 
 def collect_one(name: str, k: int, seed: int, n_trials: int) -> dict[str, Any]:
     """Every proposed configuration's K fold scores (random sampler, no scheduler)."""
-    task = MLTask(name)
-    est, space, prefix = task.addressed()
-    X_tr, _, y_tr, _ = task_data(name)
-    t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = twiddle.tune(
-            est,
-            space,
-            X_tr,
-            y_tr,
-            cv=task.folds(k),
-            scoring=task.scoring,
-            n_trials=n_trials,
-            sampler="random",
-            seed=seed,
-            refit=False,
-        )
-    seconds = time.perf_counter() - t0
+    res, prefix, seconds = tune_task(name, k, "random", seed, n_trials)
     trials = []
     for t in res.study_.trials:
         config = {key[len(prefix) :]: v for key, v in t.params.items()}
@@ -101,7 +83,7 @@ def collect_one(name: str, k: int, seed: int, n_trials: int) -> dict[str, Any]:
         "seed": seed,
         "trials": trials,
         "seconds": seconds,
-        "holdout": {_config_key(best): task.holdout(best)},
+        "holdout": {_config_key(best): MLTask(name).holdout(best)},
     }
 
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
-from benchmarks.bo.ml import MLTask, task_data
+from benchmarks.racing import tune_task
 from benchmarks.racing_replay import collect_one, replay_one
 
 import twiddle
@@ -19,24 +17,7 @@ def test_replay_agrees_with_a_live_run(alpha: float) -> None:
     racing = twiddle.FoldRacing(alpha=alpha)
     replayed = replay_one(record, racing)
 
-    task = MLTask(name)
-    est, space, prefix = task.addressed()
-    X, _, y, _ = task_data(name)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        live = twiddle.tune(
-            est,
-            space,
-            X,
-            y,
-            cv=task.folds(k),
-            scoring=task.scoring,
-            n_trials=n_trials,
-            sampler="random",
-            seed=seed,
-            refit=False,
-            scheduler=racing,
-        )
+    live, prefix, _ = tune_task(name, k, "random", seed, n_trials, racing)
     trials = live.study_.trials
     pruned = [t.n_folds_done for t in trials if t.state is twiddle.TrialState.PRUNED]
     assert pruned, "the run should stop some trials for the comparison to mean something"
