@@ -628,3 +628,85 @@ def test_a_driver_host_it_cannot_listen_on_is_a_clear_error(
         assert "@" not in key and _execution._SERVER is None
     finally:
         _execution.unregister_handler(key)
+
+
+def _many_first_calls(key: str, n: int) -> list[tuple[bool, Any]]:
+    # n threads make their first call at once (each thread has its own connection)
+    with concurrent.futures.ThreadPoolExecutor(n) as pool:
+        return list(pool.map(lambda i: _execution.call_driver(key, i), range(n)))
+
+
+@pytest.mark.slow
+def test_the_call_server_answers_many_first_calls_at_once() -> None:
+    key = _execution.register_handler(lambda request: request + 100, remote=True)
+    try:
+        with _spawn_pool() as pool:
+            answers = pool.submit(_many_first_calls, key, 32).result(timeout=TIMEOUT)
+        assert answers == [(True, i + 100) for i in range(32)]
+    finally:
+        _execution.unregister_handler(key)
+
+
+@pytest.mark.slow
+def test_a_silent_connection_blocks_neither_callers_nor_close() -> None:
+    key = _execution.register_handler(lambda request: "answered", remote=True)
+    host, port, _ = key.rpartition("@")[2].rsplit(":", 2)
+    silent = socket.create_connection((host, int(port)))  # connects, never says a word
+    try:
+        with _spawn_pool() as pool:
+            found = pool.submit(_ask_driver, key, 1).result(timeout=TIMEOUT)[:2]
+        assert found == (True, "answered")
+        closer = threading.Thread(target=_execution.unregister_handler, args=(key,))
+        closer.start()
+        closer.join(TIMEOUT)
+        assert not closer.is_alive(), "closing the server hung on the silent connection"
+        assert _execution._SERVER is None
+    finally:
+        silent.close()
+        _execution.unregister_handler(key)
+
+
+@needs_fork
+@pytest.mark.slow
+def test_a_forked_worker_does_not_keep_the_server_listening() -> None:
+    # The worker is forked while the server runs; once the driver closes the server,
+    # a call from it must be refused at once, not hang on an inherited listener.
+    key = _execution.register_handler(lambda request: "live", remote=True)
+    ctx = multiprocessing.get_context("fork")
+    try:
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+            assert pool.submit(os.getpid).result(timeout=TIMEOUT) != os.getpid()  # forked now
+            _execution.unregister_handler(key)
+            # refused at once; an inherited listener would leave the handshake to time out
+            wait = _execution._CALL_TIMEOUT / 2
+            found = pool.submit(_ask_driver, key, 1).result(timeout=wait)[:2]
+        assert found == (False, None)
+    finally:
+        _execution.unregister_handler(key)
+
+
+class _NotPlain:
+    def __reduce__(self) -> Any:
+        return (print, ("this must not run in the driver",))
+
+
+def test_calls_over_tcp_carry_plain_data_only(capsys: pytest.CaptureFixture[str]) -> None:
+    seen: list[Any] = []
+    key = _execution.register_handler(seen.append, remote=True)
+    try:
+        good = _execution._CALL + pickle.dumps((key, {"step": [1, 2.5, "x", None]}))
+        assert pickle.loads(_execution._answer_call(good, plain=True)) == (True, None)
+        bad = _execution._CALL + pickle.dumps((key, _NotPlain()))
+        assert pickle.loads(_execution._answer_call(bad, plain=True)) == (False, None)
+        assert seen == [{"step": [1, 2.5, "x", None]}]
+        assert "must not run" not in capsys.readouterr().out
+    finally:
+        _execution.unregister_handler(key)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+def test_a_listen_everywhere_address_is_refused(host: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWIDDLE_DRIVER_HOST", host)
+    with pytest.raises(ValueError, match="no address a worker can connect to"):
+        _execution.register_handler(lambda request: request, remote=True)
+    assert _execution._SERVER is None

@@ -685,6 +685,14 @@ def _dask_executor(
                 "address the scheduler prints (tcp://host:8786), or 'local' to start a "
                 "cluster on this machine."
             ) from exc
+    if n_jobs is None and not client.nthreads():
+        try:  # a cluster just started may have no worker yet
+            client.wait_for_workers(1, timeout=60)
+        except TimeoutError as exc:
+            raise InvalidParameterError(
+                f"--dask {address}: the scheduler has no worker after 60 s. Start workers "
+                "(dask worker ADDRESS), or give --n-jobs to set the fold fits at a time."
+            ) from exc
     threads = sum(client.nthreads().values())
     return client.get_executor(pure=False), n_jobs or max(1, threads)
 

@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import io
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -78,6 +79,7 @@ import os
 import pickle
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -238,10 +240,18 @@ def call_driver(key: str, request: Any) -> tuple[bool, Any]:
     return False, None
 
 
-def _answer_call(data: bytes) -> bytes:
-    """The reply bytes to a worker's call message (run by the manager thread)."""
+def _answer_call(data: bytes, *, plain: bool = False) -> bytes:
+    """The reply bytes to a call message (run by the manager thread or the call server).
+
+    With ``plain``, the request is unpickled as plain data only (see
+    :class:`_PlainUnpickler`): calls over TCP may come from anyone holding the key.
+    """
     try:
-        key, request = pickle.loads(data[len(_CALL) :])
+        payload = data[len(_CALL) :]
+        if plain:
+            key, request = _PlainUnpickler(io.BytesIO(payload)).load()
+        else:
+            key, request = pickle.loads(payload)
         with _HANDLERS_LOCK:
             handler = _HANDLERS.get(key)
         answer = (True, handler(request)) if handler is not None else (False, None)
@@ -251,87 +261,168 @@ def _answer_call(data: bytes) -> bytes:
         return cloudpickle.dumps((False, None))
 
 
+class _PlainUnpickler(pickle.Unpickler):
+    """Unpickles plain data only: None, bools, numbers, strings, bytes, lists, tuples,
+    dicts and sets, whose opcodes need no class lookup. Anything else (a class, a
+    function, a ``__reduce__``) is refused, so a request cannot run code in the driver.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"{module}.{name} is not plain data")
+
+
+#: Seconds a call-server connection may take for its handshake, and a caller waits for
+#: an answer (the handlers are quick; a driver that does not answer in time is treated
+#: as unreachable).
+_CALL_TIMEOUT = 30.0
+#: Seconds between checks of the accept loop for a closed server.
+_ACCEPT_POLL = 0.25
+
+
+def _set_timeouts(sock: socket.socket, seconds: float) -> None:
+    """OS-level send and receive timeouts (they outlive ``socket.detach``); 0: none."""
+    whole = int(seconds)
+    value = struct.pack("ll", whole, int((seconds - whole) * 1e6))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+
+
 class _CallServer:
     """Answers calls from tasks running in processes the driver did not start.
 
     A Dask worker or a standard-library pool has no pipe to the driver: such a task
-    connects to this server over TCP (:mod:`multiprocessing.connection`, which
-    authenticates both ends with an HMAC challenge on a random 32-byte key, so only
-    holders of the handler's key can call, and only this server answers them) and
-    sends the same call messages a worker of a :class:`ProcessExecutor` sends on its
-    pipe. It listens on ``host`` (the environment variable ``TWIDDLE_DRIVER_HOST``;
+    connects to this server over TCP and sends the call messages a worker of a
+    :class:`ProcessExecutor` sends on its pipe. Both ends authenticate with the HMAC
+    challenge of :mod:`multiprocessing.connection` on a random 32-byte key that
+    travels with the tasks; the traffic itself is not encrypted. Requests are
+    unpickled as plain data only, so a caller can ask questions but not run code in
+    the driver; answers are pickled (the workers trust the driver anyway: it sends
+    them the code they run).
+
+    The server listens on ``host`` (the environment variable ``TWIDDLE_DRIVER_HOST``;
     default 127.0.0.1, which reaches workers on this machine only: for workers on
     other machines set it to an address of this machine they can reach; ``off``
-    starts no server) on a free port, with one thread per connection.
+    starts no server) on a free port. The accept thread only accepts (with a backlog
+    of 128, for many workers reaching a rung at once); each connection gets its own
+    thread, whose handshake must finish within ``_CALL_TIMEOUT`` seconds. A process
+    forked from the driver closes its copies of the server's sockets.
     """
 
     def __init__(self, host: str) -> None:
         import secrets
-        from multiprocessing.connection import Listener
 
+        if host in ("0.0.0.0", "::", ""):
+            raise OSError(f"{host!r} listens everywhere but is no address a worker can connect to")
         self._authkey = secrets.token_bytes(32)
-        self._listener = Listener((host, 0), authkey=self._authkey)
-        bound_host, port = self._listener.address
+        self._sock = socket.create_server((host, 0), backlog=128)
+        self._sock.settimeout(_ACCEPT_POLL)
+        bound_host, port = self._sock.getsockname()[:2]
         self.contact = f"{bound_host}:{port}:{self._authkey.hex()}"
         self._closed = False
-        self._conns: set[Connection] = set()
+        self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
-        threading.Thread(target=self._accept, name="twiddle-call-server", daemon=True).start()
+        self._thread = threading.Thread(
+            target=self._accept, name="twiddle-call-server", daemon=True
+        )
+        self._thread.start()
 
     def _accept(self) -> None:
-        while True:
+        while not self._closed:
             try:
-                conn = self._listener.accept()
-            except (OSError, EOFError, multiprocessing.AuthenticationError):
+                sock, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
                 if self._closed:
                     return
-                continue  # a client that failed the handshake
+                time.sleep(_ACCEPT_POLL)  # out of file descriptors, say: do not spin
+                continue
             with self._lock:
                 if self._closed:
-                    conn.close()
+                    sock.close()
                     return
-                self._conns.add(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+                self._conns.add(sock)
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
 
-    def _serve(self, conn: Connection) -> None:
+    def _serve(self, sock: socket.socket) -> None:
+        conn: Connection | None = None
         try:
+            sock.setblocking(True)
+            _set_timeouts(sock, _CALL_TIMEOUT)  # the handshake must not hang this thread
+            conn = Connection(os.dup(sock.fileno()))
+            multiprocessing.connection.deliver_challenge(conn, self._authkey)
+            multiprocessing.connection.answer_challenge(conn, self._authkey)
+            _set_timeouts(sock, 0)  # then wait for calls as long as the caller lives
             while True:
                 data = conn.recv_bytes()
-                conn.send_bytes(_answer_call(data))
-        except (EOFError, OSError):
-            pass
+                conn.send_bytes(_answer_call(data, plain=True))
+        except (EOFError, OSError, multiprocessing.AuthenticationError):
+            pass  # the caller left, failed the handshake, or the server closed
         finally:
             with self._lock:
-                self._conns.discard(conn)
-            conn.close()
+                self._conns.discard(sock)
+            if conn is not None:
+                with contextlib.suppress(OSError):
+                    conn.close()
+            sock.close()
 
     def close(self) -> None:
         """Stop accepting and end the open connections (their tasks then get "not found")."""
-        from multiprocessing.connection import Client
-
         with self._lock:
             self._closed = True
-            conns, self._conns = list(self._conns), set()
-        for conn in conns:
-            # shut the socket down (its serving thread then reads EOF and closes it);
-            # closing the Connection under a thread blocked in recv_bytes breaks it
-            with (
-                contextlib.suppress(OSError),
-                socket.fromfd(conn.fileno(), socket.AF_INET, socket.SOCK_STREAM) as sock,
-            ):
+            socks, self._conns = list(self._conns), set()
+        for sock in socks:
+            # shut the socket down (its thread then reads EOF and closes it); closing it
+            # under a thread blocked in a read would not wake that thread
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(OSError, EOFError, multiprocessing.AuthenticationError):
-            Client(self._listener.address, authkey=self._authkey).close()  # wake accept()
-        self._listener.close()
+        self._sock.close()  # the accept loop sees _closed within _ACCEPT_POLL seconds
 
+    def forget_in_child(self) -> None:
+        """In a forked child: close the copies of the server's sockets, touch nothing else."""
+        for sock in [self._sock, *self._conns]:
+            with contextlib.suppress(OSError):
+                sock.close()  # close, never shut down: that would end the driver's too
+
+
+def _after_fork_in_child() -> None:
+    global _SERVER, _CLIENTS
+    if _SERVER is not None:
+        _SERVER.forget_in_child()
+    _SERVER = None
+    _SERVER_USERS.clear()
+    _CLIENTS = threading.local()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 _CLIENTS = threading.local()  # per thread: {contact: Connection} to call servers
 
 
+def _connect(contact: str) -> Connection:
+    """An authenticated connection to the call server at ``contact`` (with timeouts)."""
+    host, port, authkey = contact.rsplit(":", 2)
+    key = bytes.fromhex(authkey)
+    sock = socket.create_connection((host, int(port)), timeout=_CALL_TIMEOUT)
+    try:
+        sock.setblocking(True)
+        _set_timeouts(sock, _CALL_TIMEOUT)  # for the handshake and every answer
+        conn = Connection(sock.detach())
+    except OSError:
+        sock.close()
+        raise
+    try:
+        multiprocessing.connection.answer_challenge(conn, key)
+        multiprocessing.connection.deliver_challenge(conn, key)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 def _call_server(contact: str, message: bytes) -> tuple[bool, Any]:
     """Send a call message to the call server at ``contact``; ``(found, answer)``."""
-    from multiprocessing.connection import Client
-
     conns: dict[str, Connection] = _CLIENTS.__dict__.setdefault("conns", {})
     conn = conns.get(contact)
     try:
@@ -340,13 +431,13 @@ def _call_server(contact: str, message: bytes) -> tuple[bool, Any]:
             for old in list(conns):
                 with contextlib.suppress(OSError):
                     conns.pop(old).close()
-            host, port, authkey = contact.rsplit(":", 2)
-            conn = conns[contact] = Client((host, int(port)), authkey=bytes.fromhex(authkey))
+            conn = conns[contact] = _connect(contact)
         conn.send_bytes(message)
         found, answer = pickle.loads(conn.recv_bytes())
         return bool(found), answer
     except (OSError, EOFError, ValueError, multiprocessing.AuthenticationError):
-        # the driver is gone or its server closed: the caller keeps what it has
+        # the driver is gone, its server closed, or it does not answer in time: the
+        # caller keeps what it has
         stale = conns.pop(contact, None)
         if stale is not None:
             with contextlib.suppress(OSError):
