@@ -700,13 +700,41 @@ def test_calls_over_tcp_carry_plain_data_only(capsys: pytest.CaptureFixture[str]
         assert pickle.loads(_execution._answer_call(bad, plain=True)) == (False, None)
         assert seen == [{"step": [1, 2.5, "x", None]}]
         assert "must not run" not in capsys.readouterr().out
+        # an extension code is refused before any lookup (protocol 2, EXT1 code 1)
+        with pytest.raises(pickle.UnpicklingError, match="EXT1"):
+            _execution._PlainUnpickler(b"\x80\x02\x82\x01.").load()
     finally:
         _execution.unregister_handler(key)
 
 
-@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+@pytest.mark.parametrize("host", ["0.0.0.0", "0"])
 def test_a_listen_everywhere_address_is_refused(host: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TWIDDLE_DRIVER_HOST", host)
     with pytest.raises(ValueError, match="no address a worker can connect to"):
         _execution.register_handler(lambda request: request, remote=True)
     assert _execution._SERVER is None
+
+
+@pytest.mark.slow
+def test_a_handshake_that_trickles_is_cut_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    # one byte now and then keeps every read within its timeout; the whole handshake
+    # still has a deadline (shortened here to keep the test short)
+    monkeypatch.setattr(_execution, "_CALL_TIMEOUT", 0.5)
+    key = _execution.register_handler(lambda request: request, remote=True)
+    try:
+        host, port, _ = key.rpartition("@")[2].rsplit(":", 2)
+        with socket.create_connection((host, int(port))) as sock:
+            sock.settimeout(TIMEOUT)
+            sock.recv(4096)  # the server's challenge
+            sock.sendall(b"\x00\x00\x00\xff")  # an answer of 255 bytes follows ...
+            cut = False
+            for _ in range(100):  # up to about 10 s
+                try:
+                    sock.sendall(b"\x00")  # ... one byte at a time
+                except OSError:
+                    cut = True
+                    break
+                time.sleep(0.1)
+            assert cut, "the server kept a trickling handshake open"
+    finally:
+        _execution.unregister_handler(key)

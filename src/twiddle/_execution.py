@@ -249,7 +249,7 @@ def _answer_call(data: bytes, *, plain: bool = False) -> bytes:
     try:
         payload = data[len(_CALL) :]
         if plain:
-            key, request = _PlainUnpickler(io.BytesIO(payload)).load()
+            key, request = _PlainUnpickler(payload).load()
         else:
             key, request = pickle.loads(payload)
         with _HANDLERS_LOCK:
@@ -261,11 +261,42 @@ def _answer_call(data: bytes, *, plain: bool = False) -> bytes:
         return cloudpickle.dumps((False, None))
 
 
+#: Pickle opcodes that look up or build objects other than plain data.
+_UNSAFE_OPCODES = frozenset(
+    [
+        "GLOBAL",
+        "STACK_GLOBAL",
+        "INST",
+        "OBJ",
+        "REDUCE",
+        "NEWOBJ",
+        "NEWOBJ_EX",
+        "BUILD",
+        "EXT1",
+        "EXT2",
+        "EXT4",
+        "PERSID",
+        "BINPERSID",
+        "NEXT_BUFFER",
+        "READONLY_BUFFER",
+    ]
+)
+
+
 class _PlainUnpickler(pickle.Unpickler):
     """Unpickles plain data only: None, bools, numbers, strings, bytes, lists, tuples,
-    dicts and sets, whose opcodes need no class lookup. Anything else (a class, a
-    function, a ``__reduce__``) is refused, so a request cannot run code in the driver.
+    dicts and sets. A pickle with an opcode that looks up a class or calls something
+    (a class, a function, a ``__reduce__``, an extension code) is refused before it
+    is read, so a request cannot run code in the driver.
     """
+
+    def __init__(self, data: bytes) -> None:
+        import pickletools
+
+        for opcode, _, _ in pickletools.genops(data):
+            if opcode.name in _UNSAFE_OPCODES:
+                raise pickle.UnpicklingError(f"opcode {opcode.name} is not plain data")
+        super().__init__(io.BytesIO(data))
 
     def find_class(self, module: str, name: str) -> Any:
         raise pickle.UnpicklingError(f"{module}.{name} is not plain data")
@@ -309,17 +340,21 @@ class _CallServer:
     """
 
     def __init__(self, host: str) -> None:
+        import ipaddress
         import secrets
 
-        if host in ("0.0.0.0", "::", ""):
-            raise OSError(f"{host!r} listens everywhere but is no address a worker can connect to")
         self._authkey = secrets.token_bytes(32)
-        self._sock = socket.create_server((host, 0), backlog=128)
-        self._sock.settimeout(_ACCEPT_POLL)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.create_server((host, 0), family=family, backlog=128)
         bound_host, port = self._sock.getsockname()[:2]
+        if ipaddress.ip_address(bound_host).is_unspecified:
+            self._sock.close()
+            raise OSError(f"{host!r} listens everywhere but is no address a worker can connect to")
+        self._sock.settimeout(_ACCEPT_POLL)
         self.contact = f"{bound_host}:{port}:{self._authkey.hex()}"
         self._closed = False
-        self._conns: set[socket.socket] = set()
+        # each open connection's socket, and the Connection on a copy of it once made
+        self._conns: dict[socket.socket, Connection | None] = {}
         self._lock = threading.Lock()
         self._thread = threading.Thread(
             target=self._accept, name="twiddle-call-server", daemon=True
@@ -341,17 +376,31 @@ class _CallServer:
                 if self._closed:
                     sock.close()
                     return
-                self._conns.add(sock)
-            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+                self._conns[sock] = None
+            try:
+                threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+            except RuntimeError:  # no thread to serve it: refuse this one, keep accepting
+                with self._lock:
+                    self._conns.pop(sock, None)
+                sock.close()
+                time.sleep(_ACCEPT_POLL)
 
     def _serve(self, sock: socket.socket) -> None:
         conn: Connection | None = None
+        # the whole handshake must end in time, however slowly the caller trickles
+        watchdog = threading.Timer(_CALL_TIMEOUT, _shut, args=(sock,))
+        watchdog.daemon = True
         try:
             sock.setblocking(True)
-            _set_timeouts(sock, _CALL_TIMEOUT)  # the handshake must not hang this thread
-            conn = Connection(os.dup(sock.fileno()))
+            _set_timeouts(sock, _CALL_TIMEOUT)
+            with self._lock:
+                if sock not in self._conns:
+                    return  # closed meanwhile
+                conn = self._conns[sock] = Connection(os.dup(sock.fileno()))
+            watchdog.start()
             multiprocessing.connection.deliver_challenge(conn, self._authkey)
             multiprocessing.connection.answer_challenge(conn, self._authkey)
+            watchdog.cancel()
             _set_timeouts(sock, 0)  # then wait for calls as long as the caller lives
             while True:
                 data = conn.recv_bytes()
@@ -359,8 +408,9 @@ class _CallServer:
         except (EOFError, OSError, multiprocessing.AuthenticationError):
             pass  # the caller left, failed the handshake, or the server closed
         finally:
+            watchdog.cancel()
             with self._lock:
-                self._conns.discard(sock)
+                self._conns.pop(sock, None)
             if conn is not None:
                 with contextlib.suppress(OSError):
                     conn.close()
@@ -370,19 +420,28 @@ class _CallServer:
         """Stop accepting and end the open connections (their tasks then get "not found")."""
         with self._lock:
             self._closed = True
-            socks, self._conns = list(self._conns), set()
+            socks, self._conns = list(self._conns), {}
         for sock in socks:
             # shut the socket down (its thread then reads EOF and closes it); closing it
             # under a thread blocked in a read would not wake that thread
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+            _shut(sock)
         self._sock.close()  # the accept loop sees _closed within _ACCEPT_POLL seconds
 
     def forget_in_child(self) -> None:
         """In a forked child: close the copies of the server's sockets, touch nothing else."""
-        for sock in [self._sock, *self._conns]:
+        for sock, conn in [(self._sock, None), *self._conns.items()]:
+            # close, never shut down: that would end the driver's connections too
             with contextlib.suppress(OSError):
-                sock.close()  # close, never shut down: that would end the driver's too
+                sock.close()
+            if conn is not None:
+                with contextlib.suppress(OSError):
+                    conn.close()
+
+
+def _shut(sock: socket.socket) -> None:
+    """Shut a connection down for both ends (readers of every copy see EOF)."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def _after_fork_in_child() -> None:
