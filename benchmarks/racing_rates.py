@@ -16,8 +16,10 @@ Usage::
 
     python benchmarks/racing_rates.py            # 4000 null races, 2000 per power cell
     python benchmarks/racing_rates.py --races 500  # a quick look
+    python benchmarks/racing_rates.py --alpha 0.1  # another alpha
 
-Results go to ``benchmarks/results/racing-rates.json`` and ``.md``.
+Results go to ``benchmarks/results/racing-rates.json`` and ``.md`` (with another
+alpha, ``racing-rates-alpha<alpha>``).
 """
 
 from __future__ import annotations
@@ -46,16 +48,20 @@ SCENARIOS = ("equal", "mixed", "larger1.5", "larger2")
 DELTAS = (0.5, 1.0, 2.0, 3.0)
 
 
-def null_rate(levels: str, n_folds: int, scenario: str, races: int, seed: int) -> float:
-    racing = twiddle.FoldRacing(levels=levels)
+def null_rate(
+    levels: str, n_folds: int, scenario: str, races: int, seed: int, alpha: float = 0.05
+) -> float:
+    racing = twiddle.FoldRacing(alpha=alpha, levels=levels)
     rng = np.random.default_rng(seed)
     return float(
         np.mean([_null_race(racing, rng, n_folds, scenario, 10) > 0 for _ in range(races)])
     )
 
 
-def fits_saved(levels: str, n_folds: int, delta: float, races: int, seed: int) -> float:
-    racing = twiddle.FoldRacing(levels=levels)
+def fits_saved(
+    levels: str, n_folds: int, delta: float, races: int, seed: int, alpha: float = 0.05
+) -> float:
+    racing = twiddle.FoldRacing(alpha=alpha, levels=levels)
     rng = np.random.default_rng(seed)
     sd, saved = 0.01, 0.0
     for _ in range(races):
@@ -71,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--races", type=int, default=4000, help="null races per cell")
     parser.add_argument("--power-races", type=int, default=2000, help="races per power cell")
+    parser.add_argument("--alpha", type=float, default=0.05, help="FoldRacing's alpha")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -80,13 +87,17 @@ def main(argv: list[str] | None = None) -> int:
         for scenario in SCENARIOS:
             row: dict[str, Any] = {"folds": n_folds, "scenario": scenario}
             for levels in LEVELS:  # the same seed: the same races for both
-                row[levels] = null_rate(levels, n_folds, scenario, args.races, seed=5)
+                row[levels] = null_rate(
+                    levels, n_folds, scenario, args.races, seed=5, alpha=args.alpha
+                )
             rates.append(row)
             print(row, flush=True)
         for delta in DELTAS:
             row = {"folds": n_folds, "delta": delta}
             for levels in LEVELS:
-                row[levels] = fits_saved(levels, n_folds, delta, args.power_races, seed=9)
+                row[levels] = fits_saved(
+                    levels, n_folds, delta, args.power_races, seed=9, alpha=args.alpha
+                )
             power.append(row)
             print(row, flush=True)
     meta = {
@@ -96,27 +107,30 @@ def main(argv: list[str] | None = None) -> int:
         "twiddle": twiddle.__version__,
         "races": args.races,
         "power_races": args.power_races,
+        "alpha": args.alpha,
         "seconds": time.perf_counter() - started,
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
     out = {"meta": meta, "rates": rates, "power": power}
-    (args.out_dir / "racing-rates.json").write_text(json.dumps(out, indent=1) + "\n")
-    (args.out_dir / "racing-rates.md").write_text(_markdown(meta, rates, power))
+    stem = "racing-rates" if args.alpha == 0.05 else f"racing-rates-alpha{args.alpha:g}"
+    (args.out_dir / f"{stem}.json").write_text(json.dumps(out, indent=1) + "\n")
+    (args.out_dir / f"{stem}.md").write_text(_markdown(meta, rates, power))
     return 0
 
 
 def _markdown(
     meta: dict[str, Any], rates: list[dict[str, Any]], power: list[dict[str, Any]]
 ) -> str:
-    se = (0.05 * 0.95 / meta["races"]) ** 0.5
+    alpha = meta.get("alpha", 0.05)
+    se = (alpha * (1 - alpha) / meta["races"]) ** 0.5
     lines = [
         "# Fold racing: false-stop rate and fits saved, by simulation",
         "",
         f"Run {meta['date']} with `{meta['command'].strip()}`; Python {meta['python']}; "
-        f"{meta['seconds']:.0f} s. `FoldRacing(alpha=0.05)` with each kind of levels, on "
+        f"{meta['seconds']:.0f} s. `FoldRacing(alpha={alpha:g})` with each kind of levels, on "
         "the same simulated races (see `benchmarks/racing_rates.py`).",
         "",
-        f"## False-stop rate (alpha = 0.05; {meta['races']} null races per cell, "
+        f"## False-stop rate (alpha = {alpha:g}; {meta['races']} null races per cell, "
         f"Monte Carlo standard error about {se:.4f})",
         "",
         "| K | scenario | bonferroni | calibrated |",
