@@ -121,7 +121,9 @@ class BoardView:
     def others(self, values: Mapping[int, float]) -> list[LearningCurve]:
         """Send this trial's curve so far; the other trials' curves as now known."""
         if self.live:
-            found, answer = call_driver(self.key, (self.number, dict(values), self.version))
+            # plain ints and floats: the driver's call server accepts plain data only
+            curve = {int(step): float(v) for step, v in values.items()}
+            found, answer = call_driver(self.key, (int(self.number), curve, int(self.version)))
             if found:
                 self.version, changed = answer
                 for n, curve in changed.items():
