@@ -593,47 +593,35 @@ def _cmd_run(args: argparse.Namespace) -> int:
             )
             started = time.monotonic()
             result: Any  # a TuneResult or an EvidenceTuneResult; both have study_
+            # what both methods are given (n_jobs: the spec's, or --dask's fits at a time)
+            common: dict[str, Any] = {
+                "n_trials": remaining,
+                "timeout": spec.timeout,
+                "sampler": spec.sampler,
+                "seed": spec.seed,
+                "n_jobs": n_jobs,
+                "storage": storage,
+                "study_name": spec.name,
+                "refit": False,
+                "callbacks": [reporter],
+            }
+            data = (prepared.estimator, spec.space, prepared.X, prepared.y)
             with reporter:
                 if spec.method == "evidence":
                     from twiddle.evidence._tuning import tune_evidence
 
-                    result = tune_evidence(
-                        prepared.estimator,
-                        spec.space,
-                        prepared.X,
-                        prepared.y,
-                        n_trials=remaining,
-                        timeout=spec.timeout,
-                        sampler=spec.sampler,
-                        seed=spec.seed,
-                        n_jobs=spec.n_jobs,
-                        storage=storage,
-                        study_name=spec.name,
-                        refit=False,
-                        callbacks=[reporter],
-                    )
+                    result = tune_evidence(*data, **common)
                 else:
                     result = tune(
-                        prepared.estimator,
-                        spec.space,
-                        prepared.X,
-                        prepared.y,
+                        *data,
                         cv=prepared.splits,
                         scoring=prepared.scoring,
                         metric=prepared.metric,
                         groups=prepared.groups,
-                        n_trials=remaining,
-                        timeout=spec.timeout,
-                        sampler=spec.sampler,
-                        seed=spec.seed,
-                        n_jobs=n_jobs,
                         executor=executor,
-                        storage=storage,
-                        study_name=spec.name,
                         error_score=spec.cv.error_score,
-                        refit=False,
-                        callbacks=[reporter],
                         scheduler=spec.make_scheduler(),
+                        **common,
                     )
             elapsed = time.monotonic() - started
             study = result.study_
