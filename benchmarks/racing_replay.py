@@ -148,6 +148,9 @@ def _load(paths: Sequence[Path]) -> dict[str, Any]:
         part = _read(path)
         data["meta"] += part["meta"]
         data["records"] += [{**r, "file": path} for r in part["records"]]
+    keys = [(r["task"], r["folds"], r["seed"]) for r in data["records"]]
+    if len(set(keys)) != len(keys):
+        raise SystemExit("the fold-score files hold a task, K and seed twice; give each once")
     return data
 
 
