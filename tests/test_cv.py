@@ -226,3 +226,89 @@ def test_tune_multi_metric_records_secondary_means():
     ref = sk_cross_validate(SVC(**t.params), X, y, cv=3, scoring=["accuracy", "f1_macro"])
     assert t.value == pytest.approx(ref["test_f1_macro"].mean())
     assert t.metrics["acc_mean"] == pytest.approx(ref["test_accuracy"].mean())
+
+
+# -- fold copies: a trial's later folds copy its first fold's configured estimator ------
+def _counting_clone(monkeypatch):
+    import sklearn.base
+
+    calls = []
+    real = sklearn.base.clone
+
+    def clone(est, *args, **kwargs):
+        calls.append(type(est).__name__)
+        return real(est, *args, **kwargs)
+
+    monkeypatch.setattr(sklearn.base, "clone", clone)
+    return calls
+
+
+def test_fold_copies_give_sklearns_fold_scores_with_random_state_objects(monkeypatch):
+    # A RandomState *instance* as a parameter: clone deep-copies it for every fold, so
+    # each fold starts from the same state; a copy taken after a fit would not.
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = load_breast_cancer(return_X_y=True)
+    pipe = Pipeline(
+        [
+            ("scale", StandardScaler()),
+            ("rf", RandomForestClassifier(n_estimators=5, random_state=np.random.RandomState(3))),
+        ]
+    )
+    space = Space({"rf__max_depth": Int(1, 6)})
+    calls = _counting_clone(monkeypatch)
+    res = twiddle.tune(pipe, space, X, y, cv=5, n_trials=3, seed=0)
+    # one clone of the pipeline per trial (sklearn's clone recurses into its steps),
+    # plus the refit's: the other four folds of each trial were copies
+    assert calls.count("Pipeline") == 3 + 1
+    monkeypatch.undo()
+    for t in res.study_.trials:
+        ref = sk_cross_validate(pipe.set_params(**t.params), X, y, cv=StratifiedKFold(5))[
+            "test_score"
+        ]
+        np.testing.assert_array_equal(np.array(t.fold_scores), ref)
+
+
+def test_fold_copies_part_an_estimator_shared_between_steps(monkeypatch):
+    # clone parts the two steps; a pickled copy of the caller's pipeline would keep them
+    # one object, and the second step's fit would then refit the first step's scaler.
+    X, y = load_diabetes(return_X_y=True)
+    shared = StandardScaler()
+    pipe = Pipeline([("a", shared), ("b", shared), ("ridge", Ridge())])
+    space = Space({"ridge__alpha": Float(1e-3, 1e3, log=True)})
+    calls = _counting_clone(monkeypatch)
+    res = twiddle.tune(pipe, space, X, y, cv=4, n_trials=2, seed=0)
+    assert calls.count("Pipeline") == 2 + 1
+    monkeypatch.undo()
+    for t in res.study_.trials:
+        ref = sk_cross_validate(pipe.set_params(**t.params), X, y, cv=4)["test_score"]
+        np.testing.assert_allclose(np.array(t.fold_scores), ref, rtol=1e-12)
+
+
+def test_an_unpicklable_estimator_is_cloned_for_every_fold(monkeypatch):
+    from sklearn.preprocessing import FunctionTransformer
+
+    X, y = load_diabetes(return_X_y=True)
+    pipe = Pipeline([("f", FunctionTransformer(lambda a: a * 2.0)), ("ridge", Ridge())])
+    space = Space({"ridge__alpha": Float(1e-3, 1e3, log=True)})
+    calls = _counting_clone(monkeypatch)
+    res = twiddle.tune(pipe, space, X, y, cv=3, n_trials=2, seed=0)
+    assert calls.count("Pipeline") == 2 * 3 + 1
+    monkeypatch.undo()
+    for t in res.study_.trials:
+        ref = sk_cross_validate(pipe.set_params(**t.params), X, y, cv=3)["test_score"]
+        np.testing.assert_allclose(np.array(t.fold_scores), ref, rtol=1e-12)
+
+
+def test_cross_validate_clones_estimator_valued_params():
+    # scikit-learn's searches clone parameter values that are estimators; so does
+    # twiddle: the caller's object is never fitted and every fold gets its own copy.
+    from sklearn.preprocessing import MinMaxScaler
+
+    X, y = load_diabetes(return_X_y=True)
+    pipe = Pipeline([("scale", "passthrough"), ("ridge", Ridge(alpha=0.1))])
+    scaler = MinMaxScaler()
+    res = twiddle.cross_validate(pipe, X, y, cv=4, params={"scale": scaler})
+    assert not hasattr(scaler, "scale_")
+    ref = sk_cross_validate(pipe.set_params(scale=MinMaxScaler()), X, y, cv=4)["test_score"]
+    np.testing.assert_allclose(res.scores["score"], ref, rtol=1e-12)
