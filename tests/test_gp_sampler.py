@@ -310,3 +310,48 @@ def test_a_drop_in_evidence_forces_a_full_refit():
     # a warm fit that ran from a stale optimum is redone in full, on the new data
     state = s._fits[next(iter(s._fits))]
     assert state.n == 10 and state.since_full == 0
+
+
+def test_discrete_moves_are_one_step_or_one_choice_away():
+    from twiddle._samplers._gp import _neighbour_rows
+
+    space = Space(
+        {
+            "n": Int(1, 25),
+            "m": Int(2, 256, log=True),
+            "w": Categorical(["uniform", "distance", "auto"]),
+            "s": Float(0.0, 1.0, step=0.25),
+            "x": Float(1e-3, 1.0, log=True),
+        }
+    )
+    config = {"n": 1, "m": 17, "w": "distance", "s": 0.5, "x": 0.01}
+    got = [space.decode(r) for r in _neighbour_rows(space, space.encode(config)[0])]
+    expected = [
+        {**config, "n": 2},  # n = 0 is out of bounds
+        {**config, "m": 16},
+        {**config, "m": 18},
+        {**config, "w": "uniform"},
+        {**config, "w": "auto"},
+        {**config, "s": 0.25},
+        {**config, "s": 0.75},
+    ]
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        assert g.keys() == e.keys()
+        assert {k: g[k] for k in g if k != "x"} == {k: e[k] for k in e if k != "x"}
+        assert g["x"] == pytest.approx(0.01, rel=1e-12)  # continuous dimensions stay
+
+
+def test_discrete_moves_re_resolve_conditions():
+    from twiddle._samplers._gp import _neighbour_rows
+
+    space = Space(
+        {
+            "kind": Categorical(["a", "b"]),
+            "n": Int(1, 9, when={"kind": ["a"]}),
+            "m": Int(1, 9, when={"kind": ["b"]}),
+        }
+    )
+    got = [space.decode(r) for r in _neighbour_rows(space, space.encode({"kind": "a", "n": 3})[0])]
+    # switching the kind turns n off and m on, at the middle of its range
+    assert got == [{"kind": "b", "m": 5}, {"kind": "a", "n": 2}, {"kind": "a", "n": 4}]

@@ -694,18 +694,26 @@ class GPSampler(Sampler):
         config: Config,
         value: float,
     ) -> tuple[Config, float]:
-        """Greedy moves of one integer step or one categorical choice (at most 3)."""
-        current, cur_val = dict(config), float(value)
+        """Greedy moves of one integer step or one categorical choice (at most 3).
+
+        The moves are made on unit-cube encodings (:func:`_neighbour_rows`) and only the
+        final point is decoded: the same moves as on configurations, at a fraction of
+        the cost.
+        """
+        u = space.snap(space.encode(config))[0]
+        cur_val, moved = float(value), False
         for _ in range(3):
-            neighbours = list(_neighbours(space, current))
-            if not neighbours:
+            rows = _neighbour_rows(space, u)
+            if not len(rows):
                 break
-            vals = self._acq(models, fmap, space.encode(neighbours), best)
+            vals = self._acq(models, fmap, rows, best)
             i = int(np.argmax(vals))
             if vals[i] <= cur_val + 1e-12:
                 break
-            current, cur_val = neighbours[i], float(vals[i])
-        return current, cur_val
+            u, cur_val, moved = rows[i], float(vals[i]), True
+        if not moved:
+            return dict(config), cur_val
+        return space.decode(np.nan_to_num(u, nan=0.5)), cur_val
 
 
 def feature_map(space: Space) -> FeatureMap:
@@ -752,29 +760,39 @@ def _numeric_columns(fmap: FeatureMap) -> dict[int, int]:
     return cols
 
 
-def _neighbours(space: Space, config: Config) -> list[Config]:
-    """Configs one integer step or one categorical choice away (conditions re-resolved)."""
-    out: list[Config] = []
-    u = np.nan_to_num(space.encode(config)[0], nan=0.5)
+def _neighbour_rows(space: Space, u: np.ndarray) -> np.ndarray:
+    """Encodings one integer step or one categorical choice away from the valid encoding
+    ``u`` (conditions re-resolved: dimensions a move turns on start at their middle).
+
+    Row for row the encodings of the configurations one such move away, in the order
+    of the space's dimensions and, within one, of their values; moves that leave the
+    encoding unchanged are dropped.
+    """
+    base = np.nan_to_num(u, nan=0.5)
+    rows: list[np.ndarray] = []
     for j, name in enumerate(space.names):
-        if name not in config:
+        if np.isnan(u[j]):  # inactive
             continue
         dim = space[name]
-        values: list[Any] = []
         if isinstance(dim, Categorical):
-            values = [c for c in dim.choices if _json(c) != _json(config[name])]
+            here = int(np.clip(np.floor(u[j] * len(dim.choices)), 0, len(dim.choices) - 1))
+            targets = [(i + 0.5) / len(dim.choices) for i in range(len(dim.choices)) if i != here]
         elif isinstance(dim, Int) or (isinstance(dim, Float) and dim.step is not None):
+            value = dim.decode(float(u[j]))
             grid_step = dim.step if dim.step is not None else 1
-            values = [config[name] - grid_step, config[name] + grid_step]
-            values = [v for v in values if dim.contains(v)]
-        for v in values:
-            uu = u.copy()
-            uu[j] = dim.encode(v)
-            new = space.decode(uu)
-            if _key(new) != _key(config):
-                out.append(new)
+            targets = [
+                dim.encode(v) for v in (value - grid_step, value + grid_step) if dim.contains(v)
+            ]
+        else:
+            continue
+        for t in targets:
+            row = base.copy()
+            row[j] = t
+            rows.append(row)
+    if not rows:
+        return np.empty((0, len(space)))
+    snapped = space.snap(np.array(rows))
+    same = np.all((snapped == u) | (np.isnan(snapped) & np.isnan(u)), axis=1)
+    out: np.ndarray = snapped[~same]
     return out
 
-
-def _json(v: Any) -> str:
-    return json.dumps(v, sort_keys=True)
