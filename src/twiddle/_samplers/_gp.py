@@ -603,8 +603,7 @@ class GPSampler(Sampler):
         finals = self._local_continuous(space, fmap, models, best, starts, self.acq_maxiter)
         vals = self._acq(models, fmap, space.encode(finals), best)
         if _has_discrete(space):
-            for i, cfg in enumerate(finals):
-                finals[i], vals[i] = self._local_discrete(space, fmap, models, best, cfg, vals[i])
+            finals, vals = self._local_discrete(space, fmap, models, best, finals, vals)
         for i in np.argsort(-vals, kind="stable"):
             if _key(finals[int(i)]) not in seen:
                 return finals[int(i)]
@@ -691,29 +690,39 @@ class GPSampler(Sampler):
         fmap: FeatureMap,
         models: list[GPPosterior],
         best: float,
-        config: Config,
-        value: float,
-    ) -> tuple[Config, float]:
-        """Greedy moves of one integer step or one categorical choice (at most 3).
+        configs: list[Config],
+        values: np.ndarray,
+    ) -> tuple[list[Config], np.ndarray]:
+        """Greedy moves of one integer step or one categorical choice (at most 3 each).
 
-        The moves are made on unit-cube encodings (:func:`_neighbour_rows`) and only the
-        final point is decoded: the same moves as on configurations, at a fraction of
-        the cost.
+        Every start moves to its best neighbour while that improves the acquisition.
+        The moves are made on unit-cube encodings (:func:`_neighbour_rows`), the
+        neighbours of all the starts still moving are scored in one batch, and only
+        the final points are decoded.
         """
-        u = space.snap(space.encode(config))[0]
-        cur_val, moved = float(value), False
+        U = space.snap(space.encode(configs))
+        cur = np.array(values, dtype=float)
+        moved = np.zeros(len(configs), dtype=bool)
+        moving = list(range(len(configs)))
         for _ in range(3):
-            rows = _neighbour_rows(space, u)
-            if not len(rows):
+            blocks = [(i, _neighbour_rows(space, U[i])) for i in moving]
+            blocks = [(i, rows) for i, rows in blocks if len(rows)]
+            if not blocks:
                 break
-            vals = self._acq(models, fmap, rows, best)
-            i = int(np.argmax(vals))
-            if vals[i] <= cur_val + 1e-12:
-                break
-            u, cur_val, moved = rows[i], float(vals[i]), True
-        if not moved:
-            return dict(config), cur_val
-        return space.decode(np.nan_to_num(u, nan=0.5)), cur_val
+            vals = self._acq(models, fmap, np.vstack([rows for _, rows in blocks]), best)
+            moving, at = [], 0
+            for i, rows in blocks:
+                v = vals[at : at + len(rows)]
+                at += len(rows)
+                j = int(np.argmax(v))
+                if v[j] > cur[i] + 1e-12:
+                    U[i], cur[i], moved[i] = rows[j], v[j], True
+                    moving.append(i)
+        out = [
+            space.decode(np.nan_to_num(U[i], nan=0.5)) if moved[i] else dict(c)
+            for i, c in enumerate(configs)
+        ]
+        return out, cur
 
 
 def feature_map(space: Space) -> FeatureMap:
@@ -795,4 +804,3 @@ def _neighbour_rows(space: Space, u: np.ndarray) -> np.ndarray:
     same = np.all((snapped == u) | (np.isnan(snapped) & np.isnan(u)), axis=1)
     out: np.ndarray = snapped[~same]
     return out
-
