@@ -325,7 +325,9 @@ def test_discrete_moves_are_one_step_or_one_choice_away():
         }
     )
     config = {"n": 1, "m": 17, "w": "distance", "s": 0.5, "x": 0.01}
-    got = [space.decode(r) for r in _neighbour_rows(space, space.encode(config)[0])]
+    rows, owner = _neighbour_rows(space, space.encode(config))
+    assert list(owner) == [0] * len(rows)
+    got = [space.decode(r) for r in rows]
     expected = [
         {**config, "n": 2},  # n = 0 is out of bounds
         {**config, "m": 16},
@@ -340,6 +342,12 @@ def test_discrete_moves_are_one_step_or_one_choice_away():
         assert g.keys() == e.keys()
         assert {k: g[k] for k in g if k != "x"} == {k: e[k] for k in e if k != "x"}
         assert g["x"] == pytest.approx(0.01, rel=1e-12)  # continuous dimensions stay
+    # several points at once: each neighbour says which point it belongs to
+    other = {**config, "n": 25, "w": "uniform"}
+    rows2, owner2 = _neighbour_rows(space, space.encode([other, config]))
+    assert list(owner2) == [0] * 7 + [1] * 7
+    assert [space.decode(r)["n"] for r in rows2[:2]] == [24, 25]  # n = 26 is out of bounds
+    np.testing.assert_array_equal(rows2[7:], rows)
 
 
 def test_discrete_moves_re_resolve_conditions():
@@ -352,6 +360,7 @@ def test_discrete_moves_re_resolve_conditions():
             "m": Int(1, 9, when={"kind": ["b"]}),
         }
     )
-    got = [space.decode(r) for r in _neighbour_rows(space, space.encode({"kind": "a", "n": 3})[0])]
+    rows, _ = _neighbour_rows(space, space.encode({"kind": "a", "n": 3}))
+    got = [space.decode(r) for r in rows]
     # switching the kind turns n off and m on, at the middle of its range
     assert got == [{"kind": "b", "m": 5}, {"kind": "a", "n": 2}, {"kind": "a", "n": 4}]

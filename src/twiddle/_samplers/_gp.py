@@ -705,19 +705,20 @@ class GPSampler(Sampler):
         moved = np.zeros(len(configs), dtype=bool)
         moving = list(range(len(configs)))
         for _ in range(3):
-            blocks = [(i, _neighbour_rows(space, U[i])) for i in moving]
-            blocks = [(i, rows) for i, rows in blocks if len(rows)]
-            if not blocks:
+            rows, owner = _neighbour_rows(space, U[moving])
+            if not len(rows):
                 break
-            vals = self._acq(models, fmap, np.vstack([rows for _, rows in blocks]), best)
-            moving, at = [], 0
-            for i, rows in blocks:
-                v = vals[at : at + len(rows)]
-                at += len(rows)
-                j = int(np.argmax(v))
-                if v[j] > cur[i] + 1e-12:
-                    U[i], cur[i], moved[i] = rows[j], v[j], True
-                    moving.append(i)
+            vals = self._acq(models, fmap, rows, best)
+            still = []
+            for row, i in enumerate(moving):
+                mine = np.flatnonzero(owner == row)
+                if not mine.size:
+                    continue
+                j = int(mine[np.argmax(vals[mine])])
+                if vals[j] > cur[i] + 1e-12:
+                    U[i], cur[i], moved[i] = rows[j], vals[j], True
+                    still.append(i)
+            moving = still
         out = [
             space.decode(np.nan_to_num(U[i], nan=0.5)) if moved[i] else dict(c)
             for i, c in enumerate(configs)
@@ -769,38 +770,44 @@ def _numeric_columns(fmap: FeatureMap) -> dict[int, int]:
     return cols
 
 
-def _neighbour_rows(space: Space, u: np.ndarray) -> np.ndarray:
-    """Encodings one integer step or one categorical choice away from the valid encoding
-    ``u`` (conditions re-resolved: dimensions a move turns on start at their middle).
+def _neighbour_rows(space: Space, U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Encodings one integer step or one categorical choice away from each valid
+    encoding (row) of ``U``, with conditions re-resolved: dimensions a move turns on
+    start at their middle.
 
-    Row for row the encodings of the configurations one such move away, in the order
-    of the space's dimensions and, within one, of their values; moves that leave the
-    encoding unchanged are dropped.
+    Returns the neighbours and, for each, the row of ``U`` it comes from. A row's
+    neighbours are the encodings of the configurations one such move away, in the
+    order of the space's dimensions and, within one, of their values; moves that
+    leave the encoding unchanged are dropped.
     """
-    base = np.nan_to_num(u, nan=0.5)
+    U = np.atleast_2d(U)
     rows: list[np.ndarray] = []
-    for j, name in enumerate(space.names):
-        if np.isnan(u[j]):  # inactive
-            continue
-        dim = space[name]
-        if isinstance(dim, Categorical):
-            here = int(np.clip(np.floor(u[j] * len(dim.choices)), 0, len(dim.choices) - 1))
-            targets = [(i + 0.5) / len(dim.choices) for i in range(len(dim.choices)) if i != here]
-        elif isinstance(dim, Int) or (isinstance(dim, Float) and dim.step is not None):
-            value = dim.decode(float(u[j]))
-            grid_step = dim.step if dim.step is not None else 1
-            targets = [
-                dim.encode(v) for v in (value - grid_step, value + grid_step) if dim.contains(v)
-            ]
-        else:
-            continue
-        for t in targets:
-            row = base.copy()
-            row[j] = t
-            rows.append(row)
+    owner: list[int] = []
+    dims = [space[name] for name in space.names]
+    for r, u in enumerate(U):
+        base = np.where(np.isnan(u), 0.5, u)
+        for j, (dim, uj) in enumerate(zip(dims, u.tolist(), strict=True)):
+            if math.isnan(uj):  # inactive
+                continue
+            if isinstance(dim, Categorical):
+                q = len(dim.choices)
+                here = min(max(math.floor(uj * q), 0), q - 1)
+                targets = [(i + 0.5) / q for i in range(q) if i != here]
+            elif isinstance(dim, Int) or (isinstance(dim, Float) and dim.step is not None):
+                value = dim.decode(uj)
+                grid_step = dim.step if dim.step is not None else 1
+                steps = (value - grid_step, value + grid_step)
+                targets = [dim.encode(v) for v in steps if dim.contains(v)]
+            else:
+                continue
+            for t in targets:
+                row = base.copy()
+                row[j] = t
+                rows.append(row)
+                owner.append(r)
     if not rows:
-        return np.empty((0, len(space)))
+        return np.empty((0, U.shape[1])), np.empty(0, dtype=int)
     snapped = space.snap(np.array(rows))
-    same = np.all((snapped == u) | (np.isnan(snapped) & np.isnan(u)), axis=1)
-    out: np.ndarray = snapped[~same]
-    return out
+    own = np.array(owner)
+    same = np.all((snapped == U[own]) | (np.isnan(snapped) & np.isnan(U[own])), axis=1)
+    return snapped[~same], own[~same]
