@@ -258,9 +258,12 @@ def test_fold_copies_give_sklearns_fold_scores_with_random_state_objects(monkeyp
     space = Space({"rf__max_depth": Int(1, 6)})
     calls = _counting_clone(monkeypatch)
     res = twiddle.tune(pipe, space, X, y, cv=5, n_trials=3, seed=0)
-    # one clone of the pipeline per trial (sklearn's clone recurses into its steps),
-    # plus the refit's: the other four folds of each trial were copies
-    assert calls.count("Pipeline") == 3 + 1
+    # one clone of the pipeline per configuration (sklearn's clone recurses into its
+    # steps; a trial that repeats the one before it clones nothing), plus the refit's:
+    # the other four folds of each trial were copies
+    params = [t.params for t in res.study_.trials]
+    changes = sum(p != q for p, q in zip(params, [None, *params[:-1]], strict=True))
+    assert calls.count("Pipeline") == changes + 1
     monkeypatch.undo()
     for t in res.study_.trials:
         ref = sk_cross_validate(pipe.set_params(**t.params), X, y, cv=StratifiedKFold(5))[
@@ -312,3 +315,47 @@ def test_cross_validate_clones_estimator_valued_params():
     assert not hasattr(scaler, "scale_")
     ref = sk_cross_validate(pipe.set_params(scale=MinMaxScaler()), X, y, cv=4)["test_score"]
     np.testing.assert_allclose(res.scores["score"], ref, rtol=1e-12)
+
+
+class _CountedClone(Ridge):
+    """A Ridge with its own cloning, which must run for every fold."""
+
+    clones = 0
+
+    def __sklearn_clone__(self):
+        type(self).clones += 1
+        return super().__sklearn_clone__()
+
+
+def test_estimators_with_their_own_cloning_are_cloned_for_every_fold():
+    X, y = load_diabetes(return_X_y=True)
+    pipe = Pipeline([("scale", StandardScaler()), ("ridge", _CountedClone())])
+    space = Space({"ridge__alpha": Float(1e-3, 1e3, log=True)})
+    _CountedClone.clones = 0
+    twiddle.tune(pipe, space, X, y, cv=3, n_trials=2, seed=0)
+    assert _CountedClone.clones == 2 * 3 + 1  # every fold, and the refit
+
+
+def test_the_template_goes_with_its_context_and_is_not_shipped():
+    import pickle
+
+    from twiddle._cv import CVContext, fit_and_score
+
+    X, y = load_diabetes(return_X_y=True)
+    ctx = CVContext(
+        Ridge(), X, y, list(KFold(3).split(X)), {"r2": _r2_scorer()}, "r2", np.nan, None
+    )
+    fit_and_score(ctx, {"alpha": 2.0}, 0)
+    assert ctx.templates.blob is not None
+    shipped = pickle.loads(pickle.dumps(ctx))
+    assert not hasattr(shipped.templates, "blob")
+    # a copy made from the template is a fresh estimator with the configuration's values
+    r1 = fit_and_score(shipped, {"alpha": 2.0}, 1)
+    r2 = fit_and_score(ctx, {"alpha": 2.0}, 1)
+    assert r1.scores == r2.scores
+
+
+def _r2_scorer():
+    from sklearn.metrics import get_scorer
+
+    return get_scorer("r2")

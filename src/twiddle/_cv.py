@@ -19,7 +19,6 @@ import pickle
 import threading
 import time
 import warnings
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -161,6 +160,20 @@ class CVContext:
     metric: str
     error_score: Any
     space: Space | None
+    # per thread, the configured estimator its folds copy (see fit_and_score); it is
+    # not shipped, and goes with the context
+    templates: threading.local = dataclasses.field(
+        default_factory=threading.local, repr=False, compare=False
+    )
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("templates", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.templates = threading.local()
 
 
 def configure(estimator: Any, space: Space, config: Mapping[str, Any]) -> Any:
@@ -175,28 +188,16 @@ def configure(estimator: Any, space: Space, config: Mapping[str, Any]) -> Any:
     return est
 
 
-class _Templates(threading.local):
-    """The last configured estimator of this thread, pickled, to copy for its next folds.
-
-    scikit-learn's ``clone`` rebuilds an estimator parameter by parameter (a quarter of
-    a millisecond for a two-step pipeline), which on millisecond fits is a large part of
-    a search's own time. A trial's folds usually run one after the other in the same
-    worker, so the first fold clones and configures the estimator and keeps its pickle;
-    the next folds of the same configuration unpickle a copy (a twentieth of the cost).
-    The copy is the same as a clone: the template is a fresh, unfitted clone whose
-    parameters are clones too (``clone`` parts sub-estimators, so the template holds
-    none twice); an estimator that cannot be pickled is cloned for every fold.
-    """
-
-    def __init__(self) -> None:
-        self.ctx: weakref.ref[CVContext] | None = None
-        self.key = b""
-        self.blob: bytes | None = None
-
-
-_templates = _Templates()
-
-
+# A trial's folds usually run one after the other in the same worker. scikit-learn's
+# ``clone`` rebuilds an estimator parameter by parameter (a quarter of a millisecond for
+# a two-step pipeline), a large part of a search's own time on millisecond fits; so the
+# first fold of a configuration clones and configures the estimator and keeps its
+# pickle (the *template*, per thread, on the CVContext), and the next folds of the same
+# configuration unpickle a copy (a twentieth of the cost). The copy is what a clone
+# would be: the template is a fresh, unfitted clone whose parameters are clones too
+# (``clone`` parts sub-estimators, so it holds none twice). Estimators that cannot be
+# pickled, and those with their own cloning (``__sklearn_clone__``, e.g. a frozen
+# fitted step, which ``clone`` shares instead of copying), are cloned for every fold.
 def _params_key(params: Mapping[str, Any]) -> bytes | None:
     try:
         return pickle.dumps(sorted(params.items()), protocol=pickle.HIGHEST_PROTOCOL)
@@ -204,10 +205,26 @@ def _params_key(params: Mapping[str, Any]) -> bytes | None:
         return None
 
 
+def _clones_plainly(est: Any) -> bool:
+    """Whether ``clone`` copies ``est`` and every estimator in it parameter by parameter."""
+    from sklearn.base import BaseEstimator
+
+    plain = BaseEstimator.__sklearn_clone__
+    try:
+        objects = [est, *est.get_params(deep=True).values()]
+    except Exception:
+        return False
+    for obj in objects:
+        own = getattr(type(obj), "__sklearn_clone__", None)
+        if own is not None and own is not plain:
+            return False
+    return True
+
+
 def _template_copy(ctx: CVContext, key: bytes | None) -> Any:
-    """A copy of this thread's template for ``ctx`` and ``key``, or None."""
-    t = _templates
-    if key is None or t.ctx is None or t.ctx() is not ctx or t.key != key or t.blob is None:
+    """A copy of this thread's template for ``ctx`` if it was made for ``key``, or None."""
+    t = ctx.templates
+    if key is None or getattr(t, "key", None) != key:
         return None
     try:
         return pickle.loads(t.blob)
@@ -217,13 +234,13 @@ def _template_copy(ctx: CVContext, key: bytes | None) -> Any:
 
 def _keep_template(ctx: CVContext, key: bytes | None, est: Any) -> None:
     """Keep a configured, unfitted ``est`` as this thread's template for ``ctx``."""
-    t = _templates
-    t.ctx, t.key, t.blob = weakref.ref(ctx), b"", None
-    if key is None:
+    t = ctx.templates
+    t.key, t.blob = None, None
+    if key is None or not _clones_plainly(est):
         return
     try:
         t.blob = pickle.dumps(est, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:  # an estimator that cannot be pickled is cloned every time
+    except Exception:  # cloned for every fold
         return
     t.key = key
 
@@ -254,7 +271,9 @@ def fit_and_score(ctx: CVContext, params: Mapping[str, Any], fold: int) -> TaskR
                 # do: the caller's objects are never fitted, and no fold shares them
                 est.set_params(**clone(est_params, safe=False))
             if fresh:
+                t_keep = time.perf_counter()
                 _keep_template(ctx, key, est)
+                t0 += time.perf_counter() - t_keep  # not part of the fit
             est.fit(_take(ctx.X, train), _take(ctx.y, train))
         except Exception as err:
             result.fit_time = time.perf_counter() - t0
