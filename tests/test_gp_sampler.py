@@ -364,3 +364,43 @@ def test_discrete_moves_re_resolve_conditions():
     got = [space.decode(r) for r in rows]
     # switching the kind turns n off and m on, at the middle of its range
     assert got == [{"kind": "b", "m": 5}, {"kind": "a", "n": 2}, {"kind": "a", "n": 4}]
+
+
+def test_discrete_moves_of_several_starts_are_those_of_each_start_alone(monkeypatch):
+    # the starts are moved in one batch; each must end where it would alone
+    space = Space(
+        {
+            "n": Int(1, 30),
+            "w": Categorical(["a", "b", "c", "d"]),
+            "m": Int(1, 200, log=True),
+            "x": Float(0.0, 1.0),
+        }
+    )
+    target = np.array([0.8, 0.1, 0.35, 0.5])
+
+    def acq(models, fmap, U, best):
+        # a smooth bowl in the encoding, with a tilt so that the starts differ
+        U = np.nan_to_num(np.asarray(U, dtype=float), nan=0.5)
+        return -np.sum((U - target) ** 2 * np.array([1.0, 2.0, 3.0, 0.5]), axis=1)
+
+    monkeypatch.setattr(GPSampler, "_acq", staticmethod(acq))
+    sampler = GPSampler()
+    rng = np.random.default_rng(4)
+    starts = [space.sample(rng) for _ in range(6)]
+    # the first start cannot improve, so the others' rows shift in the later batches
+    best = space.decode(target)
+    for _ in range(10):
+        (best,), _ = GPSampler()._local_discrete(
+            space, None, [], 0.0, [best], acq(None, None, space.encode(best), 0.0)
+        )
+    starts[0] = best
+    values = acq(None, None, space.encode(starts), 0.0)
+    together, vals = sampler._local_discrete(space, None, [], 0.0, starts, values)
+    alone = [
+        sampler._local_discrete(space, None, [], 0.0, [s], values[i : i + 1])
+        for i, s in enumerate(starts)
+    ]
+    assert together == [a[0][0] for a in alone]
+    np.testing.assert_array_equal(vals, [a[1][0] for a in alone])
+    assert together[0] == starts[0]
+    assert all(a != b for a, b in zip(together[1:], starts[1:], strict=True))
