@@ -359,3 +359,11 @@ def _r2_scorer():
     from sklearn.metrics import get_scorer
 
     return get_scorer("r2")
+
+
+def test_a_parameter_with_its_own_cloning_is_cloned_for_every_fold():
+    X, y = load_diabetes(return_X_y=True)
+    pipe = Pipeline([("scale", StandardScaler()), ("ridge", Ridge())])
+    _CountedClone.clones = 0
+    twiddle.cross_validate(pipe, X, y, cv=3, params={"ridge": _CountedClone(alpha=2.0)})
+    assert _CountedClone.clones == 3

@@ -232,11 +232,23 @@ def _template_copy(ctx: CVContext, key: bytes | None) -> Any:
         return None
 
 
-def _keep_template(ctx: CVContext, key: bytes | None, est: Any) -> None:
-    """Keep a configured, unfitted ``est`` as this thread's template for ``ctx``."""
+def _keep_template(ctx: CVContext, key: bytes | None, est: Any, params: Mapping[str, Any]) -> None:
+    """Keep ``est``, a clone of ``ctx.estimator`` configured with ``params`` and not yet
+    fitted, as this thread's template for ``ctx``."""
     t = ctx.templates
     t.key, t.blob = None, None
-    if key is None or not _clones_plainly(est):
+    if key is None:
+        return
+    # a clone has the types of the original, so what holds for ctx.estimator (checked
+    # once) holds for every clone, but for estimators among the parameters set
+    plain = getattr(t, "plain", None)
+    if plain is None:
+        plain = t.plain = _clones_plainly(ctx.estimator)
+    if not plain or not all(
+        _clones_plainly(v)
+        for v in params.values()
+        if hasattr(v, "get_params") and not isinstance(v, type)
+    ):
         return
     try:
         t.blob = pickle.dumps(est, protocol=pickle.HIGHEST_PROTOCOL)
@@ -272,7 +284,7 @@ def fit_and_score(ctx: CVContext, params: Mapping[str, Any], fold: int) -> TaskR
                 est.set_params(**clone(est_params, safe=False))
             if fresh:
                 t_keep = time.perf_counter()
-                _keep_template(ctx, key, est)
+                _keep_template(ctx, key, est, est_params)
                 t0 += time.perf_counter() - t_keep  # not part of the fit
             est.fit(_take(ctx.X, train), _take(ctx.y, train))
         except Exception as err:
