@@ -156,9 +156,9 @@ class TuneSearchCV(MetaEstimatorMixin, BaseEstimator):
         Number of configurations to try (a finite grid stops earlier when exhausted).
     sampler : str or twiddle.Sampler, default "auto"
         As in :class:`twiddle.Study` ("auto", "gp", "tpe", "sobol", "random", "grid").
-        The default's Gaussian process spends about 5 to 20 ms on a proposal; where a
+        The default's Gaussian process spends about 7 to 20 ms on a proposal; where a
         whole trial (all its folds) fits in well under a second, that is a visible
-        share of the search's time, and ``"tpe"`` (about 1 to 2 ms) costs less; in the
+        share of the search's time, and ``"tpe"`` (about 1 to 3 ms) costs less; in the
         README's benchmarks its choices scored between random search's and the GP's.
     scheduler : None, "racing", "halving", "median" or a scheduler object, default None
         Stops configurations early, as in :func:`twiddle.tune`: ``"racing"`` by a paired
