@@ -468,3 +468,26 @@ def test_tune_rejects_an_unknown_scheduler(data: Any) -> None:
     X, y = data
     with pytest.raises(InvalidParameterError, match=r"'scheduler' parameter of twiddle\.tune"):
         twiddle.tune(_estimator(), SPACE, X, y, scheduler="asha", n_trials=2)
+
+
+def test_calibration_evaluates_the_tail_only_where_it_decides() -> None:
+    # the pruned simulation gives the quantile of the full one, to the last digit
+    from twiddle._schedulers import (
+        _CALIBRATION_RACES,
+        _CALIBRATION_SEED,
+        _calibration,
+        _null_race_r,
+    )
+
+    for n_folds, min_folds, d0, alpha in [(5, 1, 4.0, 0.05), (10, 1, 1.25, 0.1), (3, 2, 0.0, 0.2)]:
+        rng = np.random.default_rng(_CALIBRATION_SEED)
+        z = rng.standard_normal((_CALIBRATION_RACES, n_folds - 1))
+        prior = rng.chisquare(d0, _CALIBRATION_RACES) if d0 > 0 else np.zeros(_CALIBRATION_RACES)
+        full = _null_race_r(z, prior, d0, n_folds, min_folds)
+        target = alpha - 2.0 * math.sqrt(alpha * (1.0 - alpha) / _CALIBRATION_RACES)
+        expected = max(1.0, float(np.quantile(full, target)) / alpha)
+        assert _calibration.__wrapped__(n_folds, min_folds, d0, alpha) == expected
+        pruned = _null_race_r(z, prior, d0, n_folds, min_folds, bound=0.2)
+        small = full < 0.2
+        np.testing.assert_array_equal(pruned[small], full[small])
+        assert np.all(np.isinf(pruned[~small]))
