@@ -777,8 +777,7 @@ def _neighbour_rows(space: Space, U: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
     Returns the neighbours and, for each, the row of ``U`` it comes from. A row's
     neighbours are the encodings of the configurations one such move away, in the
-    order of the space's dimensions and, within one, of their values; moves that
-    leave the encoding unchanged are dropped.
+    order of the space's dimensions and, within one, of their values.
     """
     U = np.atleast_2d(U)
     rows: list[np.ndarray] = []
@@ -807,7 +806,5 @@ def _neighbour_rows(space: Space, U: np.ndarray) -> tuple[np.ndarray, np.ndarray
                 owner.append(r)
     if not rows:
         return np.empty((0, U.shape[1])), np.empty(0, dtype=int)
-    snapped = space.snap(np.array(rows))
-    own = np.array(owner)
-    same = np.all((snapped == U[own]) | (np.isnan(snapped) & np.isnan(U[own])), axis=1)
-    return snapped[~same], own[~same]
+    # every move puts its coordinate in another cell, so no row equals its start
+    return space.snap(np.array(rows)), np.array(owner)
