@@ -31,6 +31,7 @@ import argparse
 import datetime
 import gzip
 import json
+import math
 import platform
 import sys
 import time
@@ -195,11 +196,14 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def replay_all(
-    data: dict[str, Any], racing: twiddle.FoldRacing, tasks: Sequence[str] | None = None
+    data: dict[str, Any],
+    racing: twiddle.FoldRacing,
+    tasks: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
     rows = []
     for rec in data["records"]:
-        if tasks and rec["task"] not in tasks:
+        if (tasks and rec["task"] not in tasks) or (seeds and rec["seed"] not in seeds):
             continue
         raced = replay_one(rec, racing)
         plain_fits = rec["folds"] * len(rec["trials"])
@@ -249,7 +253,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     for levels in args.levels:
         for alpha in args.alpha:
             racing = twiddle.FoldRacing(alpha=alpha, min_folds=args.min_folds, levels=levels)
-            rows = replay_all(data, racing, args.tasks)
+            rows = replay_all(data, racing, args.tasks, args.seeds)
             settings.append({"racing": repr(racing), "summary": summarise(rows), "runs": rows})
             for key, s in settings[-1]["summary"].items():
                 print(
@@ -308,6 +312,91 @@ def _markdown(meta: dict[str, Any], settings: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def spread_trend(record: dict[str, Any], n_trials: int) -> dict[str, float] | None:
+    """How the spread of the paired fold differences depends on the distance from the best.
+
+    Among the first ``n_trials`` configurations, against the best of them (by mean
+    over all K folds): m_i, the mean difference of configuration i from the best, and
+    s_i, the standard deviation of its K differences. The *typical* spread is the
+    geometric mean of the s_i; a configuration is *near* when m_i is below it (within
+    one typical fold-difference spread of the best). Returns the median of s_i over the
+    typical spread for near and far configurations, and Spearman's correlation of m_i
+    and s_i (None when there are fewer than 5 configurations with a spread).
+    """
+    from scipy.stats import spearmanr
+
+    scores = np.asarray([t["fold_scores"] for t in record["trials"][:n_trials]], dtype=float)
+    best = scores[int(np.argmax(scores.mean(axis=1)))]
+    diff = best - scores
+    m, s = diff.mean(axis=1), diff.std(axis=1, ddof=1)
+    keep = s > 1e-12
+    m, s = m[keep], s[keep]
+    if s.size < 5:
+        return None
+    typical = float(np.exp(np.mean(np.log(s))))
+    near = m < typical
+    return {
+        "near": float(np.median(s[near]) / typical) if near.any() else math.nan,
+        "far": float(np.median(s[~near]) / typical) if (~near).any() else math.nan,
+        "near_count": int(near.sum()),
+        "rho": float(spearmanr(m, s)[0]),
+    }
+
+
+def cmd_trend(args: argparse.Namespace) -> int:
+    """Summarise :func:`spread_trend` over the recorded runs, by K and number of trials."""
+    data = _load(args.folds_file)
+    rows = []
+    for k in sorted({r["folds"] for r in data["records"]}):
+        for n in (20, 50, 100):
+            found = [spread_trend(r, n) for r in data["records"] if r["folds"] == k]
+            got = [f for f in found if f is not None]
+            row: dict[str, Any] = {"folds": k, "trials": n, "runs": len(got)}
+            for key in ("near", "far", "rho"):
+                values = np.array([f[key] for f in got], dtype=float)
+                q = np.nanquantile(values, [0.1, 0.5, 0.9])
+                row[key] = {"q10": float(q[0]), "median": float(q[1]), "q90": float(q[2])}
+            row["positive_rho"] = int(sum(f["rho"] > 0 for f in got))
+            rows.append(row)
+            print(row, flush=True)
+    meta = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": "python benchmarks/racing_replay.py " + " ".join(sys.argv[1:]),
+        "python": platform.python_version(),
+        "folds_files": [p.as_posix() for p in args.folds_file],
+    }
+    if args.out is not None:
+        args.out.with_suffix(".json").write_text(
+            json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n"
+        )
+        lines = [
+            "# The spread of paired fold differences against the distance from the best",
+            "",
+            f"Run {meta['date']} with `{meta['command'].strip()}`, on the recorded fold "
+            "scores of every configuration the random sampler proposed (one run per task, "
+            "K and seed). Among the first n configurations of a run, against the best of "
+            "them: m_i, configuration i's mean fold difference from the best, and s_i, the "
+            "spread (standard deviation) of its K differences. *Near*: m_i below the typical "
+            "spread (geometric mean of the s_i); the columns give the median s_i of the near "
+            "and of the far configurations over the typical spread (median over runs, with "
+            "the 10th and 90th percentiles), and Spearman's correlation of m_i and s_i.",
+            "",
+            "| K | n | runs | near / typical | far / typical | Spearman rho | rho > 0 |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in rows:
+            cells = [
+                f"{r[key]['median']:.2f} ({r[key]['q10']:.2f}-{r[key]['q90']:.2f})"
+                for key in ("near", "far", "rho")
+            ]
+            lines.append(
+                f"| {r['folds']} | {r['trials']} | {r['runs']} | {' | '.join(cells)} | "
+                f"{r['positive_rho']}/{r['runs']} |"
+            )
+        args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """Replay a racing.py results file's settings; fold fits and choices must agree."""
     data = _load(args.folds_file)
@@ -362,18 +451,31 @@ def main(argv: list[str] | None = None) -> int:
         "replay", parents=[files], help="replay a FoldRacing on the recorded fold scores"
     )
     r.add_argument("--tasks", nargs="*", default=None)
+    r.add_argument("--seeds", nargs="*", type=int, default=None, help="only these seeds")
     r.add_argument("--alpha", type=float, nargs="+", default=[0.05])
     r.add_argument("--min-folds", type=int, default=1)
     r.add_argument(
         "--levels", choices=("calibrated", "bonferroni"), nargs="+", default=["calibrated"]
     )
     r.add_argument("--out", type=Path, default=None, help="write FILE.json and FILE.md (the table)")
+    t = sub.add_parser(
+        "trend",
+        parents=[files],
+        help="how the spread of fold differences grows with the distance from the best",
+    )
+    t.add_argument("--out", type=Path, default=None, help="write FILE.json and FILE.md")
     k = sub.add_parser(
         "check", parents=[files], help="compare the replay with a racing.py results file"
     )
     k.add_argument("results", type=Path)
     args = parser.parse_args(argv)
-    return {"collect": cmd_collect, "replay": cmd_replay, "check": cmd_check}[args.command](args)
+    commands = {
+        "collect": cmd_collect,
+        "replay": cmd_replay,
+        "trend": cmd_trend,
+        "check": cmd_check,
+    }
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":
