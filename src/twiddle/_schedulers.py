@@ -494,7 +494,7 @@ class FoldRacing:
         out["trials"] = n
         if n < _MIN_HISTORY:
             return out
-        from scipy.special import digamma, polygamma
+        from scipy.special import digamma
 
         g = n_folds - 1.0
         e = np.log(s2) - digamma(g / 2) + math.log(g / 2)
@@ -513,13 +513,13 @@ class FoldRacing:
             if spread1 > 0 and b1 * b1 * sxx > _TREND_T2 * spread1:
                 slope, center, spread = b1, e_bar - b1 * x_bar, spread1
                 lever = 1.0 / n + x_bar * x_bar / sxx
-        excess = spread - float(polygamma(1, g / 2))
+        excess = spread - _trigamma(g / 2)
         d0 = 2.0 * _trigamma_inverse(excess) if excess > 0 else math.inf
         shift = float(digamma(d0 / 2)) - math.log(d0 / 2) if math.isfinite(d0) else 0.0
         # the error of the estimated centre widens the prior: its variance on the log
         # scale adds to that of log(chi^2_{d_0} / d_0), which is trigamma(d_0 / 2)
         d0 = min(d0, n * g, _PRIOR_DF_MAX)
-        d0 = 2.0 * _trigamma_inverse(float(polygamma(1, d0 / 2)) + lever * spread)
+        d0 = 2.0 * _trigamma_inverse(_trigamma(d0 / 2) + lever * spread)
         out["sd"], out["df"] = math.sqrt(math.exp(center + shift)), d0
         out["slope"] = slope
         return out
@@ -729,7 +729,7 @@ def _null_race_r(
 
 def _trigamma_inverse(x: float) -> float:
     """y with ``trigamma(y) = x`` for x > 0 (Newton's method of Smyth, 2004)."""
-    from scipy.special import polygamma
+    from scipy.special import zeta
 
     if x > 1e7:
         return 1.0 / math.sqrt(x)
@@ -737,12 +737,19 @@ def _trigamma_inverse(x: float) -> float:
         return 1.0 / x
     y = 0.5 + 1.0 / x
     for _ in range(50):
-        tri = float(polygamma(1, y))
-        step = tri * (1.0 - tri / x) / float(polygamma(2, y))
+        tri = float(zeta(2.0, y))  # trigamma(y); polygamma(n, y) is (-1)^(n+1) n! zeta(n+1, y)
+        step = tri * (1.0 - tri / x) / (-2.0 * float(zeta(3.0, y)))
         y += step
         if -step / y < 1e-8:
             break
     return y
+
+
+def _trigamma(y: float) -> float:
+    """trigamma(y) = polygamma(1, y) = zeta(2, y), through the faster ufunc."""
+    from scipy.special import zeta
+
+    return float(zeta(2.0, y))
 
 
 def _t_sf(t: float, df: float) -> float:
