@@ -93,9 +93,10 @@ e_i, so it is used only from 10 COMPLETE trials and when its slope's squared t
 statistic is above 2 (Akaike's rule for one more parameter: the mean's bias, the
 slope times the mean x_i, then outweighs the trend's extra variance); otherwise the
 centre is the mean. A slope below 0 is used too, and then makes the test more
-careful. ``x = sqrt|m|`` rather than ``|m|`` was chosen on the recorded runs of two
-seeds and confirmed on others (``benchmarks/results/racing-replay/``); both read
-the same centre whatever the units of the score.
+careful. ``x = sqrt|m|`` rather than ``|m|`` was chosen on the recorded runs of
+seeds 0 and 1; the runs recorded afterwards test the rule as chosen
+(``benchmarks/results/racing-replay/racing-replay-new-seeds.md``). Either reads the
+same centre whatever the units of the score.
 
 Three guards keep the prior honest. ``d_0`` is capped at 4: a fit to a few dozen
 trials cannot tell whether the variances really are alike, and 4 degrees of
@@ -191,7 +192,7 @@ d_0 and s_0 are fitted to a few trials, d_0 is capped and the prior widened for 
 error of its centre. A challenger whose spread is *larger* than the history's is the
 case the model does not cover: at 1.5 times the spread the rate is about 0.077
 (K = 5) and 0.069 (K = 10), at twice the spread 0.14 and 0.14 (Bonferroni: 0.055 and
-0.041, 0.11 and 0.080); at twice the spread about half of those stops (K = 10) or
+0.041, 0.11 and 0.080); at twice the spread nearly half of those stops (K = 10) or
 more (K = 5, six in ten) come after the first fold, where nothing of its own spread
 is known yet. With a trend in the history, a challenger level with the incumbent but
 as noisy as a typical history trial (1.9 times the trend's spread at distance 0) is
