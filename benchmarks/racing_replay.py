@@ -18,6 +18,8 @@ Usage::
     python benchmarks/racing_replay.py collect --tasks svm-breast knn-wine --folds 5 10
     python benchmarks/racing_replay.py replay --alpha 0.05 0.1 --levels calibrated bonferroni
     python benchmarks/racing_replay.py check benchmarks/results/racing-calibrated/racing.json
+    python benchmarks/racing_replay.py replay --seeds 2 3   # only some seeds
+    python benchmarks/racing_replay.py trend --out benchmarks/results/racing-replay/racing-trend
 
 Fold scores go to ``benchmarks/results/racing-folds.json.gz`` (``--folds-file``, gzipped
 when the name ends in ``.gz``; replay
