@@ -443,6 +443,26 @@ def test_prior_widens_with_the_error_of_its_centre() -> None:
     assert prior["slope"] == 0.0
 
 
+def test_the_prior_kept_between_looks_is_refitted_when_the_history_changes() -> None:
+    racing = FoldRacing()
+    rng = np.random.default_rng(6)
+    inc = 0.9 + rng.normal(0.0, 0.03, 5)
+    history = _history(rng, inc, np.full(6, 0.02))
+    chal = list(inc - 0.03)
+    first = racing.decide(chal[:1], list(inc), history=history)
+    assert first == FoldRacing().decide(chal[:1], list(inc), history=history)
+    # a new COMPLETE trial (here a tight one) changes the prior at the next look
+    history.append(list(inc - 0.01 - 0.001 * rng.normal(size=5)))
+    again = racing.decide(chal[:2], list(inc), history=history)
+    assert again == FoldRacing().decide(chal[:2], list(inc), history=history)
+    assert again["prior_sd"] != first["prior_sd"] and again["history"] == 7
+    # and a new incumbent too
+    other = list(inc + 0.01)
+    assert racing.decide(chal[:2], other, history=history) == FoldRacing().decide(
+        chal[:2], other, history=history
+    )
+
+
 def test_decision_record_and_edge_cases() -> None:
     racing = FoldRacing(alpha=0.05, min_folds=3)
     inc = [0.9, 0.91, 0.92, 0.9, 0.93]

@@ -533,6 +533,22 @@ class FoldRacing:
         out["slope"] = slope
         return out
 
+    def _prior_of(
+        self, incumbent: Sequence[float], history: Sequence[Sequence[float | None]]
+    ) -> dict[str, Any]:
+        """:meth:`prior`, kept for the last (incumbent, history) seen.
+
+        The looks of one trial mostly share both (they change only when a trial
+        completes), and the fit is most of a look's cost.
+        """
+        key = (tuple(incumbent), tuple(tuple(row) for row in history))
+        last = self.__dict__.get("_last_prior")
+        if last is not None and last[0] == key:
+            return dict(last[1])
+        pr = self.prior(incumbent, history)
+        self.__dict__["_last_prior"] = (key, pr)
+        return dict(pr)
+
     def decide(
         self,
         challenger: Sequence[float | None],
@@ -614,7 +630,7 @@ class FoldRacing:
         d = [sign * (bj - cj) for bj, cj in zip(b, chal, strict=True)]
         d_bar = math.fsum(d) / k
         own_sq = math.fsum((x - d_bar) ** 2 for x in d) / (k - 1) if k > 1 else 0.0
-        pr = self.prior(inc, history, maximize=maximize) if history is not None else None
+        pr = self._prior_of(inc, history) if history is not None else None
         d0 = float(pr["df"]) if pr is not None else 0.0
         s0_sq = float(pr["sd"]) ** 2 if pr is not None and pr["sd"] is not None else 0.0
         if pr is not None:
@@ -746,7 +762,7 @@ def _trigamma_inverse(x: float) -> float:
         return 1.0 / x
     y = 0.5 + 1.0 / x
     for _ in range(50):
-        tri = float(zeta(2.0, y))  # trigamma(y); polygamma(n, y) is (-1)^(n+1) n! zeta(n+1, y)
+        tri = _trigamma(y)  # polygamma(n, y) is (-1)^(n+1) n! zeta(n+1, y)
         step = tri * (1.0 - tri / x) / (-2.0 * float(zeta(3.0, y)))
         y += step
         if -step / y < 1e-8:
