@@ -425,8 +425,12 @@ def markdown(meta: dict[str, Any], summary: dict[str, Any], methods: Sequence[st
         "",
     ]
     for u in meta.get("updates", []):
+        added = set(u.get("added", ()))
+        verb = "added" if added == set(u["methods"]) else "redone"
+        if added and added != set(u["methods"]):
+            verb = f"redone or added ({', '.join(f'`{m}`' for m in u['added'])} new)"
         lines += [
-            f"The runs of {', '.join(f'`{m}`' for m in u['methods'])} were then redone "
+            f"The runs of {', '.join(f'`{m}`' for m in u['methods'])} were then {verb} "
             f"{u['date']} with `{u['command'].strip()}` ({u['seconds'] / 60:.1f} min; load "
             f"average {u['load_start']:.1f} at the start, {u['load_end']:.1f} at the end).",
             "",
@@ -531,7 +535,9 @@ def _targets(summary: dict[str, Any], methods: Sequence[str]) -> list[str]:
     Held-out: PASS needs, against each baseline, a positive mean paired difference, more
     winning than losing (task, seed) pairs, more winning than losing tasks and a Wilcoxon
     p below 0.05; a positive mean that misses any of the others is NOT SHOWN. Overhead:
-    pooled over every run, and counted per task.
+    two verdicts, pooled over every run (all non-fitting time over all fitting time) and
+    on every task separately. The second is stricter than the target; on millisecond
+    fits no search meets it, RandomizedSearchCV included (its row is the reference).
     """
     per_task, comps = summary["per_task"], summary["comparisons"]
     a = per_task["all"]
@@ -565,13 +571,17 @@ def _targets(summary: dict[str, Any], methods: Sequence[str]) -> list[str]:
             )
     for m in (m for m in ("tune", "tune-tpe", "tune-random") if m in a):
         ov = a[m]["overhead"]
-        under = [t for t in tasks if m in per_task[t] and per_task[t][m]["overhead"] < 0.05]
-        verdict = "PASS" if ov < TARGET_OVERHEAD and len(under) == len(tasks) else "FAIL"
+        under = [
+            t for t in tasks if m in per_task[t] and per_task[t][m]["overhead"] < TARGET_OVERHEAD
+        ]
+        pooled = "PASS" if ov < TARGET_OVERHEAD else "FAIL"
+        every = "PASS" if len(under) == len(tasks) else "FAIL"
         lines.append(
             f"| `{m}` overhead < {_pct(TARGET_OVERHEAD)} of the fold fitting time | pooled "
             f"{_pct(ov)} (sampler {_pct(a[m]['sampler_share'])}, driver "
             f"{_pct(a[m]['driver_share'])}); under 5 % on {len(under)} of {len(tasks)} tasks"
-            f"{' (' + ', '.join(under) + ')' if under else ''} | **{verdict}** |"
+            f"{' (' + ', '.join(under) + ')' if under else ''} | pooled **{pooled}**, "
+            f"on every task **{every}** |"
         )
     if "random" in a:
         lines.append(
@@ -682,7 +692,9 @@ def _merge(
     meta["tasks"] = list(dict.fromkeys([*meta["tasks"], *new_meta["tasks"]]))
     meta["methods"] = [m for m in METHODS if m in {*meta["methods"], *new_meta["methods"]}]
     keep = ("date", "command", "seconds", "load_start", "load_end", "methods")
-    meta["updates"] = [*meta.get("updates", []), {k: new_meta[k] for k in keep}]
+    update = {k: new_meta[k] for k in keep}
+    update["added"] = [m for m in new_meta["methods"] if m not in old["meta"]["methods"]]
+    meta["updates"] = [*meta.get("updates", []), update]
     return meta, rows
 
 
