@@ -72,6 +72,11 @@ def _key(config: Config) -> str:
     return json.dumps(config, sort_keys=True)
 
 
+def _half(u: np.ndarray) -> np.ndarray:
+    """``u`` with its NaNs (inactive dimensions) at 0.5, for decoding."""
+    return np.where(np.isnan(u), 0.5, u)
+
+
 def warp_outputs(y: np.ndarray, se: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Standardise, Yeo-Johnson transform and standardise ``y``; map ``se`` alongside.
 
@@ -589,7 +594,7 @@ class GPSampler(Sampler):
         top = np.argsort(z)[: min(self.n_top, z.size)]
         k = self.n_perturb
         for i in top:
-            base = np.nan_to_num(U_obs[i], nan=0.5)
+            base = _half(U_obs[i])
             for scale in (0.01, 0.05, 0.2):
                 u = base + scale * rng.standard_normal((k, d))
                 if scale > 0.1:
@@ -599,7 +604,7 @@ class GPSampler(Sampler):
         Uc = space.snap(np.vstack(parts))
         acq = self._acq(models, fmap, Uc, best)
         order = np.argsort(-acq)
-        starts = [space.decode(np.nan_to_num(Uc[int(i)], nan=0.5)) for i in order[: self.n_starts]]
+        starts = [space.decode(_half(Uc[int(i)])) for i in order[: self.n_starts]]
         finals = self._local_continuous(space, fmap, models, best, starts, self.acq_maxiter)
         vals = self._acq(models, fmap, space.encode(finals), best)
         if _has_discrete(space):
@@ -607,8 +612,15 @@ class GPSampler(Sampler):
         for i in np.argsort(-vals, kind="stable"):
             if _key(finals[int(i)]) not in seen:
                 return finals[int(i)]
+        # the best candidates not proposed before; candidates snap to a grid on
+        # discrete dimensions, so many rows repeat and each distinct row is decoded once
+        tried: set[bytes] = set()
         for i in order[:200]:
-            cfg = space.decode(np.nan_to_num(Uc[int(i)], nan=0.5))
+            row = Uc[int(i)]
+            if row.tobytes() in tried:
+                continue
+            tried.add(row.tobytes())
+            cfg = space.decode(_half(row))
             if _key(cfg) not in seen:
                 return cfg
         return space.sample(rng)
@@ -679,7 +691,7 @@ class GPSampler(Sampler):
             for row, i in enumerate(idx):
                 u = U0[row].copy()
                 u[dims] = X[row]
-                new = space.decode(np.nan_to_num(u, nan=0.5))
+                new = space.decode(_half(u))
                 if _valid(space, new):
                     out[i] = new
         return out
@@ -719,10 +731,7 @@ class GPSampler(Sampler):
                     U[i], cur[i], moved[i] = rows[j], vals[j], True
                     still.append(i)
             moving = still
-        out = [
-            space.decode(np.nan_to_num(U[i], nan=0.5)) if moved[i] else dict(c)
-            for i, c in enumerate(configs)
-        ]
+        out = [space.decode(_half(U[i])) if moved[i] else dict(c) for i, c in enumerate(configs)]
         return out, cur
 
 
