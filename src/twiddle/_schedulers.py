@@ -120,14 +120,17 @@ Repeated fold scores
 Configurations often score exactly alike on every fold: where a score takes few
 values (accuracy on a few dozen validation samples) or a hyperparameter has no
 effect (a tree's depth limit beyond the depth it reaches). In the recorded runs of
-the benchmark tasks half or more of the 100 configurations repeat another's fold
-scores on 15 of the 30 tasks (up to 77 %, kNN on iris). Such rows are one
-observation of the spread, not several, and the prior counts each distinct row
-once. Counted repeatedly they make the fit look surer than it is (a smaller
-leverage, a larger t statistic for the trend), and the false-stop rate went above
-the level: 0.069 at K = 5 and 10 for a history of 4 distinct trials seen 5 times
-each (spreads from the model's prior, 3,000 null races), 0.033 and 0.039 when each
-counts once (``benchmarks/racing_rates.py``, scenario ``duplicates``).
+the benchmark tasks at least half of the 100 configurations repeat an earlier one's fold
+scores on 14 of the 30 tasks, at K = 5 and at K = 10 (up to 83 %, kNN on iris;
+``python benchmarks/racing_replay.py repeats``). Such rows are one observation of
+the spread, not several, and the prior counts each distinct row once. Counted
+repeatedly they make the fit look surer than it is (a smaller leverage, a larger t
+statistic for the trend): with a history of 4 distinct trials seen 5 times each
+(spreads from the model's prior, 4,000 null races) the false-stop rate was 0.081
+at K = 5 and 0.067 at K = 10 (0.070 and 0.046 even with the Bonferroni levels),
+and it is 0.038 and 0.043 with each row counted once
+(``benchmarks/racing_rates.py``, scenario ``duplicates``; the earlier figures are
+the same command run on the code before the change).
 
 Why unequal Bonferroni over the looks
 -------------------------------------
