@@ -315,10 +315,11 @@ def _markdown(meta: dict[str, Any], settings: list[dict[str, Any]]) -> str:
         "score of the chosen configuration against running every fold; *stopped, not "
         "worse* counts the stopped configurations whose mean over all K folds is not worse "
         "than that of the incumbent they were raced against, out of all such raced "
-        "configurations. That count is conditional and biased low (a configuration not "
-        "worse over all K folds was mostly stopped on unfavourable early folds, and the "
-        "ones that were not stopped are not counted as escaped), so it is not a check of "
-        "alpha; the simulations of `racing_rates.py` and `racing_survivors.py` are.",
+        "configurations. That count is conditional and biased low: a configuration is "
+        "stopped on unfavourable early folds, so its K-fold mean usually ends up worse "
+        "and the stop is not counted even when its expected score is not worse. It is "
+        "not a check of alpha; the simulations of `racing_rates.py` and "
+        "`racing_survivors.py` are.",
         "",
         "| racing | group | runs | saved | same choice | held-out (mean / worst) "
         "| stopped, not worse |",

@@ -579,7 +579,8 @@ def _targets(summary: dict[str, Any], methods: Sequence[str]) -> list[str]:
         lines.append(
             f"| `{m}` overhead < {_pct(TARGET_OVERHEAD)} of the fold fitting time | pooled "
             f"{_pct(ov)} (sampler {_pct(a[m]['sampler_share'])}, driver "
-            f"{_pct(a[m]['driver_share'])}); under 5 % on {len(under)} of {len(tasks)} tasks"
+            f"{_pct(a[m]['driver_share'])}); under {_pct(TARGET_OVERHEAD)} on {len(under)} "
+            f"of {len(tasks)} tasks"
             f"{' (' + ', '.join(under) + ')' if under else ''} | pooled **{pooled}**, "
             f"on every task **{every}** |"
         )
@@ -693,7 +694,13 @@ def _merge(
     meta["methods"] = [m for m in METHODS if m in {*meta["methods"], *new_meta["methods"]}]
     keep = ("date", "command", "seconds", "load_start", "load_end", "methods")
     update = {k: new_meta[k] for k in keep}
-    update["added"] = [m for m in new_meta["methods"] if m not in old["meta"]["methods"]]
+    # a method is added when none of its new runs (task, seed) was in the old results
+    before = {(r["task"], r["method"], r["seed"]) for r in old["runs"]}
+    update["added"] = [
+        m
+        for m in new_meta["methods"]
+        if not any((r["task"], m, r["seed"]) in before for r in new_rows if r["method"] == m)
+    ]
     meta["updates"] = [*meta.get("updates", []), update]
     return meta, rows
 

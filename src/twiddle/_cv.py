@@ -771,7 +771,8 @@ def tune(
     scheduler : None, "racing", "halving", "median" or a scheduler, default None
         Stop configurations early; a stopped one is recorded as PRUNED with the folds
         it reached. ``"racing"`` is ``FoldRacing()``: after each fold (from the first,
-        once three other trials are complete), a configuration confidently worse than
+        once three other trials with distinct fold scores are complete), a
+        configuration confidently worse than
         the best complete one on the same folds is stopped, at a stated false-stop
         rate (see :class:`~twiddle.FoldRacing`). ``"halving"`` and ``"median"``
         (``SuccessiveHalving()``, ``MedianStopping()``, or such an object, or a

@@ -49,7 +49,8 @@ below alpha_k. Two further rules make the decision safe:
 * a challenger whose running mean over its done folds equals or beats the
   incumbent's mean over those same folds (``d_bar <= 0``) is never stopped;
 * a look needs a complete incumbent with K finite fold scores and a variance: a
-  prior (at least three other COMPLETE trials) or two of the challenger's folds;
+  prior (at least three other COMPLETE trials with distinct fold scores) or two of
+  the challenger's folds;
   otherwise the trial goes on.
 
 A borrowed variance: why a clear loser can be stopped after one fold
@@ -95,9 +96,10 @@ survivors' spread grow with the distance. With spreads drawn from the model's pr
 and 80 configurations raced, a trend used whenever its slope's squared t statistic
 passed 2 (Akaike's rule) let the false-stop rate reach 0.061 (K = 5), against 0.048
 with a history of every configuration (``python benchmarks/racing_survivors.py``).
-The trend is therefore used only from 10 COMPLETE trials and when its slope's t
-statistic is above 3 in absolute value (see ``benchmarks/results/racing-survivors.md``
-for the rates with that rule); otherwise the centre is the mean. A slope below 0 is
+The trend is therefore used only from 10 COMPLETE trials with distinct fold scores
+and when its slope's t statistic is above 3 in absolute value (see
+``benchmarks/results/racing-survivors.md`` for the rates with that rule); otherwise
+the centre is the mean. A slope below 0 is
 used too, and then makes the test more careful. ``x = sqrt|m|`` rather than ``|m|``
 was chosen on the recorded runs of seeds 0 and 1; the runs recorded afterwards test
 the rule as chosen (``benchmarks/results/racing-replay/racing-replay-new-seeds.md``).
@@ -118,8 +120,10 @@ identical to it up to a shift do not enter the fit.
 Repeated fold scores
 ~~~~~~~~~~~~~~~~~~~~
 Configurations often score exactly alike on every fold: where a score takes few
-values (accuracy on a few dozen validation samples) or a hyperparameter has no
-effect (a tree's depth limit beyond the depth it reaches). In the recorded runs of
+values (accuracy on a few dozen validation samples), where a hyperparameter has no
+effect (a tree's depth limit beyond the depth it reaches), or where a small space
+gives the same configuration twice (kNN's space in the benchmark has 100 points).
+Rows equal to within 1e-12 of the scores' scale count as equal. In the recorded runs of
 the benchmark tasks at least half of the 100 configurations repeat an earlier one's fold
 scores on 14 of the 30 tasks, at K = 5 and at K = 10 (up to 83 %, kNN on iris;
 ``python benchmarks/racing_replay.py repeats``). Such rows are one observation of
@@ -391,7 +395,8 @@ class FoldRacing:
         Folds a configuration must have done before it may be stopped. With K folds
         there are ``K - min_folds`` looks; with ``K <= min_folds`` nothing is ever
         stopped. A look after one fold needs the prior from the history (at least
-        three other COMPLETE trials); without it the test needs two folds. (Earlier
+        three other COMPLETE trials with distinct fold scores); without it the test
+        needs two folds. (Earlier
         versions defaulted to 3 and took the variance from the configuration's own
         folds only.)
     levels : {"calibrated", "bonferroni"}, default "calibrated"
@@ -511,12 +516,15 @@ class FoldRacing:
             return out
         c = np.asarray(rows, dtype=float)
         c = c[np.isfinite(c).all(axis=1)]
-        # configurations that score the same on every fold are one observation of the
-        # spread, not several (see "Repeated fold scores" in the module notes)
-        c = np.unique(c, axis=0) if len(c) else c
+        tiny = 1e-12 * max(1.0, float(np.mean(np.abs(b))))
+        if len(c):
+            # configurations that score the same on every fold (to within rounding) are
+            # one observation of the spread, not several: the first of them is kept
+            # (see "Repeated fold scores" in the module notes)
+            _, first = np.unique(np.round(c / tiny), axis=0, return_index=True)
+            c = c[np.sort(first)]
         diff = b - c
         s2 = np.var(diff, axis=1, ddof=1) if len(c) else np.empty(0)
-        tiny = 1e-12 * max(1.0, float(np.mean(np.abs(b))))
         keep = s2 > tiny * tiny
         s2, x = s2[keep], np.sqrt(np.abs(np.mean(diff[keep], axis=1)))
         n = int(s2.size)
@@ -685,9 +693,9 @@ class FoldRacing:
         return out
 
 
-_MIN_HISTORY = 3  # COMPLETE trials (besides the incumbent) needed to fit the prior
+_MIN_HISTORY = 3  # distinct COMPLETE trials (besides the incumbent) to fit the prior
 _PRIOR_DF_MAX = 4.0  # the prior counts for at most this many degrees of freedom
-_MIN_TREND = 10  # COMPLETE trials needed to fit the variance's trend in the distance
+_MIN_TREND = 10  # distinct COMPLETE trials to fit the variance's trend in the distance
 _TREND_T2 = 9.0  # the trend is used when its slope's squared t statistic is above this
 _CALIBRATION_RACES = 40_000  # simulated null races per calibration
 _CALIBRATION_SEED = 20_261_128

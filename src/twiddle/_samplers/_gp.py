@@ -617,9 +617,10 @@ class GPSampler(Sampler):
         tried: set[bytes] = set()
         for i in order[:200]:
             row = Uc[int(i)]
-            if row.tobytes() in tried:
+            raw = row.tobytes()
+            if raw in tried:
                 continue
-            tried.add(row.tobytes())
+            tried.add(raw)
             cfg = space.decode(_half(row))
             if _key(cfg) not in seen:
                 return cfg
