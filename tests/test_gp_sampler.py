@@ -83,6 +83,30 @@ def test_pending_trials_are_not_proposed_again():
     assert second != first
 
 
+def test_a_small_space_gets_its_one_configuration_not_tried_yet():
+    # 12 configurations, 11 of them complete (one twice, to pass the Sobol start):
+    # the only proposal that is not a repeat is the twelfth, wherever its acquisition
+    # value ranks among the candidates
+    space = Space({"k": Int(1, 6), "w": Categorical(["uniform", "distance"])})
+    configs = [{"k": k, "w": w} for k in range(1, 7) for w in ("uniform", "distance")]
+    for missing in (0, 5, 11):
+        seen = [c for i, c in enumerate(configs) if i != missing]
+        trials = [
+            FrozenTrial(
+                number=i,
+                state=TrialState.COMPLETE,
+                params=c,
+                value=(c["k"] - 3) ** 2 + (c["w"] == "uniform"),
+            )
+            for i, c in enumerate([*seen, seen[0]])
+        ]
+        for seed in range(3):
+            got = GPSampler().suggest(
+                space, History(trials, [], "minimize", 0), np.random.default_rng(seed), 1
+            )
+            assert got == [configs[missing]]
+
+
 def test_fold_standard_errors_become_observation_noise():
     y = np.array([0.1, 0.5, 0.2, 0.9, 0.4])
     se = np.array([0.0, 0.05, 0.1, 0.0, 0.2])

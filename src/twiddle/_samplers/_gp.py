@@ -612,10 +612,11 @@ class GPSampler(Sampler):
         for i in np.argsort(-vals, kind="stable"):
             if _key(finals[int(i)]) not in seen:
                 return finals[int(i)]
-        # the best candidates not proposed before; candidates snap to a grid on
-        # discrete dimensions, so many rows repeat and each distinct row is decoded once
+        # the best candidate not proposed before; candidates snap to a grid on
+        # discrete dimensions, so many rows repeat and each distinct row is decoded
+        # once (on a continuous space the first candidates are new already)
         tried: set[bytes] = set()
-        for i in order[:200]:
+        for i in order:
             row = Uc[int(i)]
             raw = row.tobytes()
             if raw in tried:
