@@ -5,14 +5,15 @@ simulation helpers of ``tests/test_racing.py``, so the figures quoted in the not
 of ``twiddle._schedulers`` are the ones the tests bound:
 
 * **false-stop rate**: races of a challenger *equal* to the incumbent (E[d] = 0)
-  with a history of 10 COMPLETE trials (20 rows for ``duplicates``), in seven
-  scenarios: every fold difference with the same spread (``equal``), spreads drawn
+  with a history of 10 COMPLETE trials (other sizes for ``duplicates*``), in
+  eight scenarios: every fold difference with the same spread (``equal``), spreads drawn
   from the model's prior with 4 degrees of freedom (``mixed``), a challenger whose
   spread is 1.5 or 2 times the history's (``larger1.5``, ``larger2``, outside the
   model), a history whose spread grows with its distance from the incumbent, with a
   challenger as noisy as the trend says at distance 0 (``trend``) or as a typical
   history trial (``trend-typical``, outside the model), and a history of 4 distinct
-  trials seen 5 times each (``duplicates``, spreads as in ``mixed``);
+  trials seen 5 times each (``duplicates``, spreads as in ``mixed``) or of 12 seen 1
+  to 6 times each (``duplicates-uneven``);
 * **fits saved**: races of a challenger worse by ``delta`` spreads of a fold
   difference (same spread as the history), the fraction of its K fits not made.
 
@@ -48,7 +49,16 @@ import twiddle  # noqa: E402
 from test_racing import _history, _null_race, _race  # noqa: E402
 
 LEVELS = ("bonferroni", "calibrated")
-SCENARIOS = ("equal", "mixed", "larger1.5", "larger2", "trend", "trend-typical", "duplicates")
+SCENARIOS = (
+    "equal",
+    "mixed",
+    "larger1.5",
+    "larger2",
+    "trend",
+    "trend-typical",
+    "duplicates",
+    "duplicates-uneven",
+)
 DELTAS = (0.5, 1.0, 2.0, 3.0)
 
 
@@ -153,7 +163,8 @@ def _markdown(
         "at the farthest) and the challenger's is that at 0; *trend-typical*: the same "
         "history and a challenger as noisy as a typical history trial (0.019), which the "
         "model does not cover either; *duplicates*: as *mixed*, but the history is 4 "
-        "distinct trials, each 5 times (configurations that score alike on every fold).",
+        "distinct trials, each 5 times (configurations that score alike on every fold); "
+        "*duplicates-uneven*: 12 distinct trials, each 1 to 6 times.",
         "",
         f"## Fits saved on a worse challenger ({meta['power_races']} races per cell)",
         "",

@@ -70,7 +70,9 @@ def _null_race(
     the challenger's is that at 0), ``"trend-typical"`` (the same history, and a
     challenger as noisy as a typical history trial, 0.019: outside the model) and
     ``"duplicates"`` (as ``"mixed"``, but the history is four distinct trials, each
-    five times, as configurations scoring alike on every fold; ``n_history`` unused).
+    five times, as configurations scoring alike on every fold; ``n_history`` unused)
+    and ``"duplicates-uneven"`` (twelve distinct trials, enough for the trend, each
+    one to six times).
     """
     inc = 0.9 + rng.normal(0.0, 0.03, n_folds)
     sd = 0.01
@@ -79,9 +81,12 @@ def _null_race(
         own = sd if scenario == "trend" else 0.019
         chal = inc + own * rng.normal(size=n_folds)
         return _race(racing, chal, inc, history=history)
-    if scenario == "duplicates":
-        sds = sd * np.sqrt(4.0 / rng.chisquare(4.0, 5))
-        history = [row for row in _history(rng, inc, sds[:-1]) for _ in range(5)]
+    if scenario.startswith("duplicates"):
+        distinct = 4 if scenario == "duplicates" else 12
+        sds = sd * np.sqrt(4.0 / rng.chisquare(4.0, distinct + 1))
+        copies = np.full(distinct, 5) if scenario == "duplicates" else rng.integers(1, 7, distinct)
+        rows = _history(rng, inc, sds[:-1])
+        history = [row for row, c in zip(rows, copies, strict=True) for _ in range(int(c))]
         chal = inc + float(sds[-1]) * rng.normal(size=n_folds)
         return _race(racing, chal, inc, history=history)
     if scenario == "mixed":
