@@ -772,8 +772,8 @@ def tune(
         Stop configurations early; a stopped one is recorded as PRUNED with the folds
         it reached. ``"racing"`` is ``FoldRacing()``: after each fold (from the first,
         once three other trials with distinct fold scores are complete), a
-        configuration confidently worse than
-        the best complete one on the same folds is stopped, at a stated false-stop
+        configuration confidently worse than the best complete one on the same folds
+        is stopped, at a stated false-stop
         rate (see :class:`~twiddle.FoldRacing`). ``"halving"`` and ``"median"``
         (``SuccessiveHalving()``, ``MedianStopping()``, or such an object, or a
         ``Hyperband``) use folds as the resource: a trial's value after m folds is

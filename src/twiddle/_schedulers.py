@@ -99,8 +99,8 @@ with a history of every configuration (``python benchmarks/racing_survivors.py``
 The trend is therefore used only from 10 COMPLETE trials with distinct fold scores
 and when its slope's t statistic is above 3 in absolute value (see
 ``benchmarks/results/racing-survivors.md`` for the rates with that rule); otherwise
-the centre is the mean. A slope below 0 is
-used too, and then makes the test more careful. ``x = sqrt|m|`` rather than ``|m|``
+the centre is the mean. A slope below 0 is used too, and then makes the test more
+careful. ``x = sqrt|m|`` rather than ``|m|``
 was chosen on the recorded runs of seeds 0 and 1; the runs recorded afterwards test
 the rule as chosen (``benchmarks/results/racing-replay/racing-replay-new-seeds.md``).
 Either reads the same centre whatever the units of the score.
@@ -123,10 +123,10 @@ Configurations often score exactly alike on every fold: where a score takes few
 values (accuracy on a few dozen validation samples), where a hyperparameter has no
 effect (a tree's depth limit beyond the depth it reaches), or where a small space
 gives the same configuration twice (kNN's space in the benchmark has 100 points).
-Rows equal to within 1e-12 of the scores' scale count as equal. In the recorded runs of
-the benchmark tasks at least half of the 100 configurations repeat an earlier one's fold
-scores on 14 of the 30 tasks, at K = 5 and at K = 10 (up to 83 %, kNN on iris;
-``python benchmarks/racing_replay.py repeats``). Such rows are one observation of
+Rows equal to within 1e-12 of the scores' scale count as equal. In the recorded
+runs of the benchmark tasks at least half of the 100 configurations repeat an
+earlier one's fold scores on 14 of the 30 tasks, at K = 5 and at K = 10 (up to
+83 %, kNN on iris; ``python benchmarks/racing_replay.py repeats``). Such rows are one observation of
 the spread, not several, and the prior counts each distinct row once. Counted
 repeatedly they make the fit look surer than it is (a smaller leverage, a larger t
 statistic for the trend): with a history of 4 distinct trials seen 5 times each
@@ -396,9 +396,8 @@ class FoldRacing:
         there are ``K - min_folds`` looks; with ``K <= min_folds`` nothing is ever
         stopped. A look after one fold needs the prior from the history (at least
         three other COMPLETE trials with distinct fold scores); without it the test
-        needs two folds. (Earlier
-        versions defaulted to 3 and took the variance from the configuration's own
-        folds only.)
+        needs two folds. (Earlier versions defaulted to 3 and took the variance from
+        the configuration's own folds only.)
     levels : {"calibrated", "bonferroni"}, default "calibrated"
         ``"bonferroni"``: the levels ``alpha_k`` sum to ``alpha``, a bound on the
         false-stop rate whatever the dependence between looks (the rate is then
@@ -490,8 +489,8 @@ class FoldRacing:
         history : sequence of sequences of float
             Fold scores of COMPLETE trials (K each); rows that are not complete and
             finite, and rows identical to the incumbent on every fold up to a shift
-            (the incumbent itself), are skipped, and a row repeated exactly counts
-            once.
+            (the incumbent itself), are skipped, and rows equal to within rounding
+            count once.
         maximize : bool, default True
             Whether higher scores are better (the variance does not depend on it).
 
