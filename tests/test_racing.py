@@ -100,6 +100,20 @@ def _null_race(
     return _race(racing, chal, inc, history=history)
 
 
+def _assert_null_rate_at_most_alpha(
+    seed: int, n_folds: int, scenario: str, n_history: int, races: int = 2000
+) -> None:
+    """Null races of a scenario stop at most alpha of the time (plus 3 Monte Carlo SEs),
+    and some are stopped at the first fold (the look is used)."""
+    racing = FoldRacing(alpha=0.05)
+    rng = np.random.default_rng(seed)
+    stopped_at = [_null_race(racing, rng, n_folds, scenario, n_history) for _ in range(races)]
+    rate = np.mean([k > 0 for k in stopped_at])
+    se = math.sqrt(racing.alpha * (1 - racing.alpha) / races)
+    assert rate <= racing.alpha + 3 * se, rate
+    assert any(k == 1 for k in stopped_at)
+
+
 @pytest.mark.parametrize("n_folds", [5, 10])
 def test_false_stop_rate_under_the_null_is_at_most_alpha(n_folds: int) -> None:
     # no history: the test uses the challenger's own folds (from the second)
@@ -121,26 +135,14 @@ def test_false_stop_rate_with_a_pooled_prior_is_at_most_alpha(
     n_folds: int, scenario: str, n_history: int
 ) -> None:
     """Under the null with a prior fitted to the history: at most alpha over all looks."""
-    racing = FoldRacing(alpha=0.05)
-    rng = np.random.default_rng(2024 + n_folds + n_history)
-    n = 2000
-    stopped_at = [_null_race(racing, rng, n_folds, scenario, n_history) for _ in range(n)]
-    rate = np.mean([k > 0 for k in stopped_at])
-    assert rate <= racing.alpha + 3 * math.sqrt(racing.alpha * (1 - racing.alpha) / n), rate
-    assert any(k == 1 for k in stopped_at)  # the first-fold look is used
+    _assert_null_rate_at_most_alpha(2024 + n_folds + n_history, n_folds, scenario, n_history)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("n_folds", [5, 10])
 def test_false_stop_rate_with_a_trend_in_the_history_is_at_most_alpha(n_folds: int) -> None:
     """Spreads that grow with the distance from the incumbent, a null challenger at 0."""
-    racing = FoldRacing(alpha=0.05)
-    rng = np.random.default_rng(808 + n_folds)
-    n = 2000
-    stopped_at = [_null_race(racing, rng, n_folds, "trend", 15) for _ in range(n)]
-    rate = np.mean([k > 0 for k in stopped_at])
-    assert rate <= racing.alpha + 3 * math.sqrt(racing.alpha * (1 - racing.alpha) / n), rate
-    assert any(k == 1 for k in stopped_at)
+    _assert_null_rate_at_most_alpha(808 + n_folds, n_folds, "trend", 15)
 
 
 @pytest.mark.slow
@@ -507,13 +509,7 @@ def test_false_stop_rate_with_repeated_rows_in_the_history_is_at_most_alpha(
     Counted five times each, the fit looked surer than it was: with this test's seeds
     the rate was 0.077 (K = 5) and 0.065 (K = 10) on the code before the change.
     """
-    racing = FoldRacing(alpha=0.05)
-    rng = np.random.default_rng(31 + n_folds)
-    n = 3000
-    stopped_at = [_null_race(racing, rng, n_folds, "duplicates", 20) for _ in range(n)]
-    rate = np.mean([k > 0 for k in stopped_at])
-    assert rate <= racing.alpha + 3 * math.sqrt(racing.alpha * (1 - racing.alpha) / n), rate
-    assert any(k == 1 for k in stopped_at)
+    _assert_null_rate_at_most_alpha(31 + n_folds, n_folds, "duplicates", 20, races=3000)
 
 
 def test_the_prior_kept_between_looks_is_refitted_when_the_history_changes() -> None:
