@@ -68,7 +68,7 @@ def _null_race(
     ``"larger2"`` (the challenger's spread is 1.5 or 2 times the history's), ``"trend"``
     (the history's spread grows with its gap, 0.01 at 0 and 0.026 at the largest, and
     the challenger's is that at 0), ``"trend-typical"`` (the same history, and a
-    challenger as noisy as a typical history trial, 0.019: outside the model) and
+    challenger as noisy as a typical history trial, 0.019: outside the model),
     ``"duplicates"`` (as ``"mixed"``, but the history is four distinct trials, each
     five times, as configurations scoring alike on every fold; ``n_history`` unused)
     and ``"duplicates-uneven"`` (twelve distinct trials, enough for the trend, each
