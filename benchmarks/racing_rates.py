@@ -30,9 +30,7 @@ alpha, ``racing-rates-alpha<alpha>``).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -41,11 +39,12 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-for path in (ROOT / "src", ROOT / "tests"):
+for path in (ROOT, ROOT / "src", ROOT / "tests"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
 import twiddle  # noqa: E402
+from benchmarks.runmeta import run_meta  # noqa: E402
 from test_racing import _history, _null_race, _race  # noqa: E402
 
 LEVELS = ("bonferroni", "calibrated")
@@ -114,16 +113,14 @@ def main(argv: list[str] | None = None) -> int:
                 )
             power.append(row)
             print(row, flush=True)
-    meta = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": "python benchmarks/racing_rates.py " + " ".join(argv or sys.argv[1:]),
-        "python": platform.python_version(),
-        "twiddle": twiddle.__version__,
-        "races": args.races,
-        "power_races": args.power_races,
-        "alpha": args.alpha,
-        "seconds": time.perf_counter() - started,
-    }
+    meta = run_meta(
+        "racing_rates.py",
+        argv,
+        started,
+        races=args.races,
+        power_races=args.power_races,
+        alpha=args.alpha,
+    )
     args.out_dir.mkdir(parents=True, exist_ok=True)
     out = {"meta": meta, "rates": rates, "power": power}
     stem = "racing-rates" if args.alpha == 0.05 else f"racing-rates-alpha{args.alpha:g}"

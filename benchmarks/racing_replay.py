@@ -31,11 +31,9 @@ and check read several); ``replay --out FILE`` writes the runs of every setting 
 from __future__ import annotations
 
 import argparse
-import datetime
 import gzip
 import json
 import math
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -53,6 +51,7 @@ if str(ROOT / "src") not in sys.path:
 import twiddle  # noqa: E402
 from benchmarks.bo.ml import MLTask, task_names  # noqa: E402
 from benchmarks.racing import tune_task  # noqa: E402
+from benchmarks.runmeta import run_meta  # noqa: E402
 
 FOLDS_FILE = ROOT / "benchmarks" / "results" / "racing-folds.json.gz"
 
@@ -158,7 +157,9 @@ def _load(paths: Sequence[Path]) -> dict[str, Any]:
             raise SystemExit(f"{path} does not exist; record fold scores first with `collect`")
         part = _read(path)
         data["meta"] += part["meta"]
-        data["records"] += [{**r, "file": path} for r in part["records"]]
+        data["records"] += [
+            {**r, "file": path, "holdouts_read": len(r["holdout"])} for r in part["records"]
+        ]
     keys = [(r["task"], r["folds"], r["seed"]) for r in data["records"]]
     if len(set(keys)) != len(keys):
         raise SystemExit("the fold-score files hold a task, K and seed twice; give each once")
@@ -166,8 +167,12 @@ def _load(paths: Sequence[Path]) -> dict[str, Any]:
 
 
 def _save_holdouts(data: dict[str, Any]) -> None:
-    """Write the held-out scores the replay had to compute back to their files."""
-    for path in {r["file"] for r in data["records"]}:
+    """Write the held-out scores the replay had to compute back to their files.
+
+    Only the files whose records gained scores are rewritten.
+    """
+    grown = {r["file"] for r in data["records"] if len(r["holdout"]) > r["holdouts_read"]}
+    for path in grown:
         part = _read(path)
         mine = {(r["task"], r["folds"], r["seed"]): r for r in data["records"] if r["file"] == path}
         for r in part["records"]:
@@ -191,16 +196,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
                 made += 1
                 print(f"{name:12s} K={k:2d} seed={seed} {rec['seconds']:.0f} s", flush=True)
                 _write(path, data)  # keep what is done
-    data["meta"].append(
-        {
-            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "command": "python benchmarks/racing_replay.py " + " ".join(sys.argv[1:]),
-            "python": platform.python_version(),
-            "twiddle": twiddle.__version__,
-            "records": made,
-            "seconds": time.perf_counter() - started,
-        }
-    )
+    data["meta"].append(run_meta("racing_replay.py", None, started, records=made))
     _write(path, data)
     return 0
 
@@ -279,15 +275,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
                     flush=True,
                 )
     _save_holdouts(data)
-    meta = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": "python benchmarks/racing_replay.py " + " ".join(sys.argv[1:]),
-        "python": platform.python_version(),
-        "twiddle": twiddle.__version__,
-        "folds_files": [p.as_posix() for p in args.folds_file],
-        "collected": data["meta"],
-        "seconds": time.perf_counter() - t0,
-    }
+    meta = run_meta(
+        "racing_replay.py",
+        None,
+        t0,
+        folds_files=[p.as_posix() for p in args.folds_file],
+        collected=data["meta"],
+    )
     if args.out is not None:
         out = {"meta": meta, "settings": settings}
         args.out.with_suffix(".json").write_text(json.dumps(out, default=str) + "\n")
@@ -382,12 +376,7 @@ def cmd_trend(args: argparse.Namespace) -> int:
             row["positive_rho"] = int(sum(f["rho"] > 0 for f in got))
             rows.append(row)
             print(row, flush=True)
-    meta = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": "python benchmarks/racing_replay.py " + " ".join(sys.argv[1:]),
-        "python": platform.python_version(),
-        "folds_files": [p.as_posix() for p in args.folds_file],
-    }
+    meta = run_meta("racing_replay.py", folds_files=[p.as_posix() for p in args.folds_file])
     if args.out is not None:
         args.out.with_suffix(".json").write_text(
             json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n"
@@ -437,11 +426,7 @@ def cmd_repeats(args: argparse.Namespace) -> int:
         for (task, k), v in by.items()
     ]
     rows.sort(key=lambda r: (r["folds"], -r["repeated"], r["task"]))
-    meta = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": "python benchmarks/racing_replay.py " + " ".join(sys.argv[1:]),
-        "folds_files": [p.as_posix() for p in args.folds_file],
-    }
+    meta = run_meta("racing_replay.py", folds_files=[p.as_posix() for p in args.folds_file])
     lines = [
         "# Configurations with the same fold scores",
         "",

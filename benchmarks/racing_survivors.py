@@ -24,10 +24,8 @@ Results go to ``benchmarks/results/racing-survivors.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
-import platform
 import sys
 import time
 from pathlib import Path
@@ -36,11 +34,12 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-for path in (ROOT / "src", ROOT / "tests"):
+for path in (ROOT, ROOT / "src", ROOT / "tests"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
 import twiddle  # noqa: E402
+from benchmarks.runmeta import run_meta  # noqa: E402
 from test_racing import _race  # noqa: E402
 
 
@@ -98,13 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 row = cell(n_folds, scenario, candidates, args.studies, args.per, seed=17)
                 rows.append(row)
                 print(row, flush=True)
-    meta = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": "python benchmarks/racing_survivors.py " + " ".join(argv or sys.argv[1:]),
-        "python": platform.python_version(),
-        "twiddle": twiddle.__version__,
-        "seconds": time.perf_counter() - started,
-    }
+    meta = run_meta("racing_survivors.py", argv, started)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "racing-survivors.json").write_text(
         json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n"

@@ -126,10 +126,10 @@ gives the same configuration twice (kNN's space in the benchmark has 100 points)
 Rows equal to within 1e-12 of the scores' scale count as equal. In the recorded
 runs of the benchmark tasks at least half of the 100 configurations repeat an
 earlier one's fold scores on 14 of the 30 tasks, at K = 5 and at K = 10 (up to
-83 %, kNN on iris; ``python benchmarks/racing_replay.py repeats``). Such rows are one observation of
-the spread, not several, and the prior counts each distinct row once. Counted
-repeatedly they make the fit look surer than it is (a smaller leverage, a larger t
-statistic for the trend): with a history of 4 distinct trials seen 5 times each
+83 %, kNN on iris; ``python benchmarks/racing_replay.py repeats``). Such rows are
+one observation of the spread, not several, and the prior counts each distinct row
+once. Counted repeatedly they make the fit look surer than it is (a smaller
+leverage, a larger t statistic for the trend): with a history of 4 distinct trials seen 5 times each
 (spreads from the model's prior, 4,000 null races) the false-stop rate was 0.081
 at K = 5 and 0.067 at K = 10 (0.070 and 0.046 even with the Bonferroni levels),
 and it is 0.038 and 0.043 with each row counted once
