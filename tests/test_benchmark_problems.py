@@ -164,3 +164,28 @@ def test_space_maps_to_optuna_distributions_faithfully():
     assert isinstance(d, CategoricalDistribution)
     assert from_optuna_value(dim, d.choices[2]) == (1, 2)
     assert from_optuna_value(dim, d.choices[0]) is None
+
+
+def test_sampler_options_in_an_optimiser_name_configure_that_sampler():
+    import math
+
+    from benchmarks.bo.optimizers import make_optimizer, unavailable
+
+    from twiddle._gp import Hyperprior
+
+    p = bp.get_problem("hartmann6")
+    name = "twiddle-gp:fit=mcmc:n_mcmc=3:nu2_loc=-8:nu2_scale=2:acq_maxiter=7"
+    opt = make_optimizer(name, p.space, 0)
+    sampler = opt.study.sampler
+    assert (sampler.fit, sampler.n_mcmc, sampler.acq_maxiter) == ("mcmc", 3, 7)
+    # the other hyperprior fields stay the default for d = 6 (Hvarfner et al. 2024)
+    assert sampler.hyperprior == Hyperprior(
+        ell_loc=math.sqrt(2.0) + 0.5 * math.log(6), nu2_loc=-8.0, nu2_scale=2.0
+    )
+    assert opt.name == name
+    assert unavailable("twiddle-gp:nu2_loc=-6") is None
+    assert "no option 'colour'" in str(unavailable("twiddle-gp:colour=red"))
+    assert "Hyperprior" not in str(unavailable("twiddle-tpe:nu2_loc=-6"))
+    assert "key=value" in str(unavailable("twiddle-gp:fit"))
+    assert "needs a number" in str(unavailable("twiddle-gp:nu2_loc=low"))
+    assert "must be 'map' or 'mcmc'" in str(unavailable("twiddle-gp:fit=exact"))

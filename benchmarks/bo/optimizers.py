@@ -11,6 +11,8 @@ Names:
   would see inside ``tune`` (the GP's default uses them only for trials stopped early,
   which the harness never does; ``GPSampler(fold_noise="se")`` uses them for every
   trial); ``twiddle-<sampler>@mean`` is told the mean loss only.
+  ``twiddle-<sampler>:<key>=<value>:...`` sets options of the sampler, for measuring a
+  variant beside the default under its own name (see :func:`twiddle_sampler`).
 * ``optuna-tpe``, ``optuna-gp``, ``optuna-random``: Optuna's ``TPESampler(seed=s)``,
   ``GPSampler(seed=s)`` and ``RandomSampler(seed=s)``, all with their defaults, on an
   in-memory study driven by ``study.ask()`` and the ``trial.suggest_*`` calls that
@@ -76,17 +78,94 @@ def resolve_optimizers(spec: str) -> list[str]:
     return out
 
 
+def _option_value(text: str) -> Any:
+    """``"8"`` -> 8, ``"-6.5"`` -> -6.5, ``"true"`` -> True, anything else stays a string."""
+    if text in ("true", "false"):
+        return text == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def twiddle_sampler(spec: str, space: Space) -> Any:
+    """A twiddle sampler from ``<name>[:<key>=<value>]...`` (no ``twiddle-`` prefix).
+
+    Each key is, in this order of lookup:
+
+    * a field of :class:`twiddle._gp.Hyperprior` (``nu2_loc``, ``ell_scale``, ...;
+      GP only): that field of the default hyperprior for the space's dimension;
+    * a parameter of the sampler's ``__init__`` (``fit``, ``n_startup``, ...);
+    * a tuning attribute the sampler sets in ``__init__`` (``acq_maxiter``, ...).
+
+    ``gp:fit=mcmc:nu2_loc=-8:nu2_scale=2`` is the GP with slice-sampled
+    hyperparameters and a noise-variance prior LogNormal(-8, 2).
+
+    Raises
+    ------
+    ValueError
+        An option not of the form key=value, or a key the sampler does not have.
+    """
+    import dataclasses
+    import inspect
+
+    from twiddle._gp import Hyperprior
+    from twiddle._samplers import make_sampler
+
+    name, *parts = spec.split(":")
+    sampler = make_sampler(name)
+    if not parts:
+        return sampler
+    prior_fields = {f.name for f in dataclasses.fields(Hyperprior)}
+    accepted = set(inspect.signature(type(sampler).__init__).parameters) - {"self"}
+    kwargs: dict[str, Any] = {}
+    prior: dict[str, Any] = {}
+    attrs: dict[str, Any] = {}
+    for part in parts:
+        key, eq, text = part.partition("=")
+        if not eq or not key:
+            raise ValueError(f"Sampler option {part!r} of {spec!r} is not of the form key=value.")
+        value = _option_value(text)
+        if name == "gp" and key in prior_fields:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(
+                    f"Sampler option {key!r} of {spec!r} needs a number, not {text!r}."
+                )
+            prior[key] = float(value)
+        elif key in accepted:
+            kwargs[key] = value
+        elif not key.startswith("_") and hasattr(sampler, key):
+            attrs[key] = value
+        else:
+            kinds = [f"a parameter of {type(sampler).__name__}", "one of its tuning attributes"]
+            if name == "gp":
+                kinds.append("a Hyperprior field")
+            raise ValueError(
+                f"Sampler {name!r} has no option {key!r}: use "
+                + ", ".join(kinds[:-1])
+                + f" or {kinds[-1]}."
+            )
+    if prior:
+        kwargs["hyperprior"] = dataclasses.replace(Hyperprior.default(len(space)), **prior)
+    sampler = type(sampler)(**kwargs)
+    for key, value in attrs.items():
+        setattr(sampler, key, value)
+    return sampler
+
+
 def unavailable(name: str) -> str | None:
     """Why optimiser ``name`` cannot run here, or None if it can."""
     lib, _, sampler = name.partition("-")
     if lib == "twiddle":
-        from twiddle._samplers import make_sampler
-
-        sampler = sampler.removesuffix(MEAN_ONLY)
+        spec = sampler.removesuffix(MEAN_ONLY)
         try:
-            make_sampler(sampler)
+            twiddle_sampler(spec, Space({"x": Float(0.0, 1.0)}))
         except Exception as err:
-            return f"twiddle has no sampler {sampler!r} yet ({type(err).__name__})"
+            if ":" in spec and isinstance(err, ValueError):
+                return str(err)
+            return f"twiddle has no sampler {spec!r} yet ({type(err).__name__})"
         return None
     if lib == "optuna":
         if sampler not in OPTUNA_SAMPLERS:
@@ -146,11 +225,10 @@ class Optimizer:
 class TwiddleOptimizer(Optimizer):
     def __init__(self, sampler: str, space: Space, seed: int, folds: bool = True) -> None:
         import twiddle
-        from twiddle._samplers import make_sampler
 
         self.name = f"twiddle-{sampler}" + ("" if folds else MEAN_ONLY)
         self.uses_folds = folds
-        inner = make_sampler(sampler)
+        inner = twiddle_sampler(sampler, space)
         self._suggest_s = 0.0
         original = inner.suggest
 
