@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _execute(need, args.jobs, baseline_done)
     # the results file carries the baselines it is scored against
     stored = {r["problem"]: r for r in read_records(results) if r.get("type") == "baseline"}
-    for p in problems:
+    for p in [] if args.scaling_only else problems:
         rec = baselines.get(p)
         if rec is not None and stored.get(p, {}).get("n") != rec["n"]:
             append_record(results, rec)
@@ -237,10 +237,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
     total = len(tasks)
+    if args.scaling_only:
+        what = (
+            f"scaling runs to do on {args.scaling_problem} ({len(optimizers)} optimisers, "
+            f"up to {args.scaling_trials} trials each"
+        )
+    else:
+        what = (
+            f"runs to do ({len(problems)} problems x {len(optimizers)} optimisers x "
+            f"{len(seeds)} seeds, budget {args.budget}"
+            + (", and the scaling runs" if args.scaling else "")
+        )
     print(
-        f"{total} runs to do ({len(problems)} problems x {len(optimizers)} optimisers x "
-        f"{len(seeds)} seeds, budget {args.budget}; the rest are in {results.name}); "
-        f"jobs={args.jobs}",
+        f"{total} {what}; the rest are in {results.name}); jobs={args.jobs}",
         flush=True,
     )
     count = 0
