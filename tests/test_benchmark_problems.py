@@ -189,3 +189,32 @@ def test_sampler_options_in_an_optimiser_name_configure_that_sampler():
     assert "key=value" in str(unavailable("twiddle-gp:fit"))
     assert "needs a number" in str(unavailable("twiddle-gp:nu2_loc=low"))
     assert "must be 'map' or 'mcmc'" in str(unavailable("twiddle-gp:fit=exact"))
+
+
+def test_report_of_scaling_runs_alone_gives_both_clocks_and_no_empty_tables():
+    from benchmarks.bo.report import render, summarise, targets
+
+    def scaling(optimizer, wall_ms, cpu_ms):
+        return {
+            "type": "scaling",
+            "problem": "hartmann6",
+            "optimizer": optimizer,
+            "n_trials": 300,
+            "capped": False,
+            "time_cap_s": 600.0,
+            "optimizer_s": 1.0,
+            "ask_s": [wall_ms / 1e3] * 300,
+            "ask_cpu_s": [cpu_ms / 1e3] * 300,
+            "versions": {"twiddle": "0.1.0"},
+        }
+
+    summary = summarise([scaling("twiddle-gp", 30.0, 20.0), scaling("optuna-gp", 120.0, 80.0)], {})
+    lines = targets(summary)
+    assert not any("None" in line for line in lines)
+    # 30 / 120 in wall time, 20 / 80 in CPU time: both 0.25, over the 0.2 target
+    assert any("twiddle-gp / optuna-gp = 0.25 (target <= 0.2; not met)" in x for x in lines)
+    assert any("CPU time: 20 ms / 80 ms = 0.25" in x for x in lines)
+    md = render(summary, "scaling.jsonl")
+    assert "0 runs, 0 problems, 0 optimisers, 2 scaling runs. Versions: twiddle 0.1.0." in md
+    assert "## Time per suggestion (ms" not in md
+    assert "| hartmann6 | twiddle-gp | 30 | 30 | - | 20 | 20 | - | 30 | 1.0 | 300 trials |" in md

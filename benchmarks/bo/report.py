@@ -202,7 +202,7 @@ def summarise(
         }
 
     versions: dict[str, set[str]] = {}
-    for r in runs.values():
+    for r in [*runs.values(), *latest_scaling(records).values()]:
         for k, v in r.get("versions", {}).items():
             versions.setdefault(k, set()).add(v)
 
@@ -318,7 +318,9 @@ def targets(summary: dict[str, Any]) -> list[str]:
         ("twiddle-tpe", "optuna-tpe", TPE_RATIO_TARGET),
     ):
         r = ratio_at(summary, num, den, at) if at else None
-        if r is None:
+        if at is None:
+            lines.append(f"Time per suggestion at 100 trials, {num} / {den}:")
+        elif r is None:
             lines.append(f"Time per suggestion at {at} trials, {num} / {den}: n/a (no common runs)")
         else:
             ok = r["ratio"] <= target
@@ -375,7 +377,9 @@ def render(summary: dict[str, Any], source: str) -> str:
         "# Bayesian-optimisation benchmark",
         "",
         f"Built {now} from `{source}`: {len(runs)} runs, {len(probs)} problems, "
-        f"{len(opts)} optimisers. Versions: "
+        f"{len(opts)} optimisers"
+        + (f", {len(summary['scaling'])} scaling runs" if summary["scaling"] else "")
+        + ". Versions: "
         + ", ".join(f"{k} {'/'.join(v)}" for k, v in summary["versions"].items())
         + ".",
         "",
@@ -496,42 +500,43 @@ def render(summary: dict[str, Any], source: str) -> str:
             ["against", "trials", "pairs", "better / equal / worse", "mean diff", "p"], rows
         )
 
-    md += ["", "## Time per suggestion (ms, optimiser only, objective excluded)", ""]
-    md += [
-        f"`at n` is the mean over trials n-{TIME_WINDOW}..n-1 of every run; `whole run` "
-        "the mean over all trials; `sampler` twiddle's time inside `Sampler.suggest` "
-        "alone. Runs made with `--jobs` > 1 shared the CPU with another run: their "
-        "times are noisier.",
-        "",
-    ]
-    rows = []
-    for o in opts:
-        t = summary["timing"][o]
-        rows.append(
+    if opts:
+        md += ["", "## Time per suggestion (ms, optimiser only, objective excluded)", ""]
+        md += [
+            f"`at n` is the mean over trials n-{TIME_WINDOW}..n-1 of every run; `whole run` "
+            "the mean over all trials; `sampler` twiddle's time inside `Sampler.suggest` "
+            "alone. Runs made with `--jobs` > 1 shared the CPU with another run: their "
+            "times are noisier.",
+            "",
+        ]
+        rows = []
+        for o in opts:
+            t = summary["timing"][o]
+            rows.append(
+                [
+                    o,
+                    str(t["n_runs"]),
+                    *[_ms(t["at"].get(n)) for n in cps],
+                    _ms(t["ask_mean"]),
+                    _ms(t["suggest_mean"]),
+                    _ms(t["tell_mean"]),
+                    _ms(t["eval_mean"]),
+                    ",".join(map(str, t["parallel"])),
+                ]
+            )
+        md += _table(
             [
-                o,
-                str(t["n_runs"]),
-                *[_ms(t["at"].get(n)) for n in cps],
-                _ms(t["ask_mean"]),
-                _ms(t["suggest_mean"]),
-                _ms(t["tell_mean"]),
-                _ms(t["eval_mean"]),
-                ",".join(map(str, t["parallel"])),
-            ]
+                "optimiser",
+                "runs",
+                *[f"at {n}" for n in cps],
+                "whole run",
+                "sampler",
+                "tell",
+                "objective",
+                "jobs",
+            ],
+            rows,
         )
-    md += _table(
-        [
-            "optimiser",
-            "runs",
-            *[f"at {n}" for n in cps],
-            "whole run",
-            "sampler",
-            "tell",
-            "objective",
-            "jobs",
-        ],
-        rows,
-    )
 
     if cps:
         n = max(cps)
@@ -546,7 +551,8 @@ def render(summary: dict[str, Any], source: str) -> str:
         md += [
             "One seed, one long run per optimiser on a cheap function; a run stops early "
             "once the optimiser has used its time cap (then the last column gives the "
-            "mean of its last trials).",
+            "mean of its last trials). `at n` is wall time, `CPU at n` the CPU time of "
+            "the process over the same asks (other processes' load does not inflate it).",
             "",
         ]
         rows = []
@@ -561,6 +567,7 @@ def render(summary: dict[str, Any], source: str) -> str:
                     p,
                     o,
                     *[_ms(s["at"].get(n)) for n in SCALING_AT],
+                    *[_ms(s["cpu_at"].get(n)) for n in SCALING_AT],
                     _ms(s["last"]),
                     f"{s['optimizer_s']:.1f}",
                     note,
@@ -571,6 +578,7 @@ def render(summary: dict[str, Any], source: str) -> str:
                 "problem",
                 "optimiser",
                 *[f"at {n}" for n in SCALING_AT],
+                *[f"CPU at {n}" for n in SCALING_AT],
                 "last 10",
                 "optimiser s",
                 "run",
