@@ -185,9 +185,17 @@ def test_sampler_options_in_an_optimiser_name_configure_that_sampler():
     assert opt.name == name
     assert unavailable("twiddle-gp:nu2_loc=-6") is None
     assert "no option 'colour'" in str(unavailable("twiddle-gp:colour=red"))
-    assert "Hyperprior" not in str(unavailable("twiddle-tpe:nu2_loc=-6"))
+    tpe_says = unavailable("twiddle-tpe:nu2_loc=-6")
+    assert tpe_says is not None and "no option 'nu2_loc'" in tpe_says
+    assert "Hyperprior" not in tpe_says
+    assert "given twice" in str(unavailable("twiddle-gp:fit=mcmc:fit=map"))
+    assert "needs an int" in str(unavailable("twiddle-gp:acq_maxiter=7.5"))
+    assert "fields instead" in str(unavailable("twiddle-gp:hyperprior=x"))
+    assert "finite number" in str(unavailable("twiddle-gp:nu2_loc=nan"))
+    assert "no option 'suggest'" in str(unavailable("twiddle-gp:suggest=1"))
+    assert make_optimizer("twiddle-gp:n_startup=None", p.space, 0).study.sampler.n_startup is None
     assert "key=value" in str(unavailable("twiddle-gp:fit"))
-    assert "needs a number" in str(unavailable("twiddle-gp:nu2_loc=low"))
+    assert "needs a finite number" in str(unavailable("twiddle-gp:nu2_loc=low"))
     assert "must be 'map' or 'mcmc'" in str(unavailable("twiddle-gp:fit=exact"))
 
 
@@ -214,6 +222,7 @@ def test_report_of_scaling_runs_alone_gives_both_clocks_and_no_empty_tables():
     # 30 / 120 in wall time, 20 / 80 in CPU time: both 0.25, over the 0.2 target
     assert any("twiddle-gp / optuna-gp = 0.25 (target <= 0.2; not met)" in x for x in lines)
     assert any("CPU time: 20 ms / 80 ms = 0.25" in x for x in lines)
+    assert "twiddle-tpe / optuna-tpe: n/a (no runs or scaling runs of both)" in lines[-1]
     md = render(summary, "scaling.jsonl")
     assert "0 runs, 0 problems, 0 optimisers, 2 scaling runs. Versions: twiddle 0.1.0." in md
     assert "## Time per suggestion (ms" not in md

@@ -79,15 +79,22 @@ def resolve_optimizers(spec: str) -> list[str]:
 
 
 def _option_value(text: str) -> Any:
-    """``"8"`` -> 8, ``"-6.5"`` -> -6.5, ``"true"`` -> True, anything else stays a string."""
-    if text in ("true", "false"):
-        return text == "true"
+    """``"8"`` -> 8, ``"-6.5"`` -> -6.5, ``"true"``/``"False"`` -> a bool, ``"none"`` ->
+    None; anything else stays a string."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if text.lower() == "none":
+        return None
     for kind in (int, float):
         try:
             return kind(text)
         except ValueError:
             pass
     return text
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
 
 
 def twiddle_sampler(spec: str, space: Space) -> Any:
@@ -98,15 +105,18 @@ def twiddle_sampler(spec: str, space: Space) -> Any:
     * a field of :class:`twiddle._gp.Hyperprior` (``nu2_loc``, ``ell_scale``, ...;
       GP only): that field of the default hyperprior for the space's dimension;
     * a parameter of the sampler's ``__init__`` (``fit``, ``n_startup``, ...);
-    * a tuning attribute the sampler sets in ``__init__`` (``acq_maxiter``, ...).
+    * a tuning attribute the sampler sets in ``__init__`` (``acq_maxiter``, ...), given
+      a value of the type it has (an int for an int).
 
     ``gp:fit=mcmc:nu2_loc=-8:nu2_scale=2`` is the GP with slice-sampled
-    hyperparameters and a noise-variance prior LogNormal(-8, 2).
+    hyperparameters and a noise-variance prior LogNormal(-8, 2). In an optimiser name
+    the ``@mean`` suffix goes last: ``twiddle-gp:fit=mcmc@mean``.
 
     Raises
     ------
     ValueError
-        An option not of the form key=value, or a key the sampler does not have.
+        An option not of the form key=value, a key given twice, a key the sampler does
+        not have, or a value of the wrong type.
     """
     import dataclasses
     import inspect
@@ -123,21 +133,39 @@ def twiddle_sampler(spec: str, space: Space) -> Any:
     kwargs: dict[str, Any] = {}
     prior: dict[str, Any] = {}
     attrs: dict[str, Any] = {}
+    seen: set[str] = set()
     for part in parts:
         key, eq, text = part.partition("=")
         if not eq or not key:
             raise ValueError(f"Sampler option {part!r} of {spec!r} is not of the form key=value.")
+        if key in seen:
+            raise ValueError(f"Sampler option {key!r} is given twice in {spec!r}.")
+        seen.add(key)
+        if key == "hyperprior":
+            raise ValueError(
+                f"Sampler option 'hyperprior' of {spec!r} cannot be given as text: set its "
+                "fields instead (nu2_loc=-8:nu2_scale=2)."
+            )
         value = _option_value(text)
+        current = getattr(sampler, key, None)
         if name == "gp" and key in prior_fields:
-            if isinstance(value, bool) or not isinstance(value, int | float):
+            if not _number(value) or not math.isfinite(value):
                 raise ValueError(
-                    f"Sampler option {key!r} of {spec!r} needs a number, not {text!r}."
+                    f"Sampler option {key!r} of {spec!r} needs a finite number, not {text!r}."
                 )
             prior[key] = float(value)
         elif key in accepted:
             kwargs[key] = value
-        elif not key.startswith("_") and hasattr(sampler, key):
-            attrs[key] = value
+        elif not key.startswith("_") and hasattr(sampler, key) and not callable(current):
+            if _number(current) and not (
+                _number(value) and (isinstance(current, float) or isinstance(value, int))
+            ):
+                kind = type(current).__name__
+                raise ValueError(
+                    f"Sampler option {key!r} of {spec!r} needs {'an' if kind == 'int' else 'a'} "
+                    f"{kind}, not {text!r}."
+                )
+            attrs[key] = type(current)(value) if _number(current) else value
         else:
             kinds = [f"a parameter of {type(sampler).__name__}", "one of its tuning attributes"]
             if name == "gp":

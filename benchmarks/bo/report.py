@@ -318,8 +318,13 @@ def targets(summary: dict[str, Any]) -> list[str]:
         ("twiddle-tpe", "optuna-tpe", TPE_RATIO_TARGET),
     ):
         r = ratio_at(summary, num, den, at) if at else None
+        sc = summary["scaling"]
+        scaled = any((p, num) in sc and (p, den) in sc for p, _ in sc)
         if at is None:
-            lines.append(f"Time per suggestion at 100 trials, {num} / {den}:")
+            lines.append(
+                f"Time per suggestion at 100 trials, {num} / {den}:"
+                + ("" if scaled else " n/a (no runs or scaling runs of both)")
+            )
         elif r is None:
             lines.append(f"Time per suggestion at {at} trials, {num} / {den}: n/a (no common runs)")
         else:
@@ -331,7 +336,6 @@ def targets(summary: dict[str, Any]) -> list[str]:
                 f"(target <= {target:g}; {'met' if ok else 'not met'}; "
                 f"{len(r['problems'])} problems)"
             )
-        sc = summary["scaling"]
         for p in sorted({k[0] for k in sc}):
             a, b = sc.get((p, num)), sc.get((p, den))
             if a and b and a["at"].get(100) and b["at"].get(100):
