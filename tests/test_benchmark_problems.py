@@ -227,3 +227,17 @@ def test_report_of_scaling_runs_alone_gives_both_clocks_and_no_empty_tables():
     assert "0 runs, 0 problems, 0 optimisers, 2 scaling runs. Versions: twiddle 0.1.0." in md
     assert "## Time per suggestion (ms" not in md
     assert "| hartmann6 | twiddle-gp | 30 | 30 | - | 20 | 20 | - | 30 | 1.0 | 300 trials |" in md
+
+
+def test_scaling_only_run_writes_scaling_records_alone(tmp_path):
+    import json
+
+    from benchmarks.bo.run import main
+
+    results = tmp_path / "scaling.jsonl"
+    argv = ["--scaling-only", "--optimizers", "twiddle-random", "--scaling-trials", "12"]
+    main([*argv, "--results", str(results), "--no-report"])
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    # no random baselines of the 37 problems, which the scaling runs are not scored on
+    assert [r["type"] for r in records] == ["scaling"]
+    assert records[0]["n_trials"] == 12 and len(records[0]["ask_cpu_s"]) == 12

@@ -174,10 +174,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     results: Path = args.results
 
-    # 1. random baselines (cached across runs and results files)
+    # 1. random baselines (cached across runs and results files); the scaling runs
+    # are not scored, so --scaling-only needs none
+    scored = [] if args.scaling_only else problems
     baselines = read_baselines(args.baseline)
     need = []
-    for p in problems:
+    for p in scored:
         n = args.baseline_samples if p in SYNTHETIC else args.baseline_samples_ml
         if baselines.get(p, {}).get("n", 0) < n:
             need.append((random_baseline, (p, n, 20240601, args.threads), f"baseline {p} n={n}"))
@@ -188,12 +190,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_baselines(baselines, args.baseline)
             print(f"  {label}: median {rec['median']:.5g} ({rec['wall_s']:.1f} s)", flush=True)
 
-    if need and not args.scaling_only:
+    if need:
         print(f"random baselines: {len(need)} to compute", flush=True)
         _execute(need, args.jobs, baseline_done)
     # the results file carries the baselines it is scored against
     stored = {r["problem"]: r for r in read_records(results) if r.get("type") == "baseline"}
-    for p in [] if args.scaling_only else problems:
+    for p in scored:
         rec = baselines.get(p)
         if rec is not None and stored.get(p, {}).get("n") != rec["n"]:
             append_record(results, rec)
