@@ -24,28 +24,21 @@ TIME_WINDOW = 10
 
 
 def versions() -> dict[str, str]:
-    import sklearn
+    """Python's and the libraries' versions, read from the installed packages' metadata.
 
-    import twiddle
+    Nothing is imported for it: a twiddle-only run would otherwise import Optuna and
+    torch (seconds, and torch's threads) just to read their version strings. A library
+    that is not installed is left out.
+    """
+    from importlib.metadata import PackageNotFoundError, version
 
-    out = {
-        "python": platform.python_version(),
-        "twiddle": twiddle.__version__,
-        "numpy": np.__version__,
-        "scikit-learn": sklearn.__version__,
-    }
-    try:
-        import optuna
-
-        out["optuna"] = optuna.__version__
-    except ImportError:
-        pass
-    try:
-        import torch
-
-        out["torch"] = torch.__version__
-    except ImportError:
-        pass
+    out = {"python": platform.python_version()}
+    for name in ("twiddle", "numpy", "scikit-learn", "optuna", "torch"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            if name in ("twiddle", "numpy", "scikit-learn"):
+                raise
     return out
 
 
